@@ -1,0 +1,52 @@
+# Allezon: `make run` runs the whole platform on this machine (embedded
+# backends, no Docker); `make test` runs every test, installing what it needs.
+
+GO        ?= go
+BIN       ?= bin/allezon
+VERSION   ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS   := -s -w -X main.version=$(VERSION)
+STATICCHECK_VERSION := v0.8.2
+TEST_TIMEOUT ?= 20m
+
+.PHONY: all build build-debug run test lint unit test-deps clean
+
+all: build
+
+build:
+	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/allezon
+
+# A debug build compares every query's answer with the expected answer in
+# its body (SPEC "Debug builds").
+build-debug:
+	$(GO) build -trimpath -tags querydebug -ldflags '$(LDFLAGS)' -o $(BIN)-debug ./cmd/allezon
+
+# The whole platform in one process on :8088, data in ./data.
+run: build
+	./$(BIN) all
+
+# Every test: lint, unit and contract suites (PostgreSQL started by the
+# tests themselves), end-to-end runs against the real binary.
+test: test-deps lint unit
+
+unit:
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -tags querydebug ./gateway/... ./cmd/...
+
+lint:
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \
+	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
+	$(GO) vet ./...
+	$(GO) vet -tags querydebug ./gateway/...
+	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+
+# PostgreSQL comes from Debian's packages; the tests start private clusters
+# on loopback as the postgres user, so only the binaries are needed.
+test-deps:
+	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
+	  echo "installing PostgreSQL (Debian packages) for the tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q postgresql; \
+	fi
+
+clean:
+	rm -rf bin
