@@ -62,6 +62,9 @@ func sameProfiles(expected, got []byte) (bool, error) {
 		return false, nil
 	}
 	for _, pair := range [][2][]json.RawMessage{{e.Views, g.Views}, {e.Buys, g.Buys}} {
+		if (pair[0] == nil) != (pair[1] == nil) { // null or missing is not []
+			return false, nil
+		}
 		ce, err := canonicalTags(pair[0])
 		if err != nil {
 			return false, err
