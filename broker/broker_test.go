@@ -1,4 +1,4 @@
-package broker
+package broker_test
 
 import (
 	"bufio"
@@ -15,6 +15,9 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/allezon/allezon/broker"
+	"github.com/allezon/allezon/broker/brokertest"
 )
 
 const testTopic = "events-test"
@@ -62,73 +65,6 @@ func messages(topic string, from, n int) []*sarama.ProducerMessage {
 	return msgs
 }
 
-// record is one consumed message.
-type record struct {
-	partition int32
-	offset    int64
-	key       string
-	value     string
-}
-
-// readAll consumes every partition of topic from its oldest offset up to its
-// high watermark.
-func readAll(t *testing.T, addrs []string, topic string) []record {
-	t.Helper()
-	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V3_6_0_0
-	// Closing a partition consumer waits out its pending fetch.
-	cfg.Consumer.MaxWaitTime = 20 * time.Millisecond
-	client, err := sarama.NewClient(addrs, cfg)
-	if err != nil {
-		t.Fatalf("new client: %v", err)
-	}
-	defer client.Close()
-	consumer, err := sarama.NewConsumerFromClient(client)
-	if err != nil {
-		t.Fatalf("new consumer: %v", err)
-	}
-	defer consumer.Close()
-	parts, err := client.Partitions(topic)
-	if err != nil {
-		t.Fatalf("partitions: %v", err)
-	}
-	var out []record
-	for _, p := range parts {
-		oldest, err := client.GetOffset(topic, p, sarama.OffsetOldest)
-		if err != nil {
-			t.Fatalf("oldest offset: %v", err)
-		}
-		hwm, err := client.GetOffset(topic, p, sarama.OffsetNewest)
-		if err != nil {
-			t.Fatalf("newest offset: %v", err)
-		}
-		if hwm == oldest {
-			continue
-		}
-		pc, err := consumer.ConsumePartition(topic, p, oldest)
-		if err != nil {
-			t.Fatalf("consume partition %d: %v", p, err)
-		}
-		timeout := time.After(20 * time.Second)
-		for done := false; !done; {
-			select {
-			case m, ok := <-pc.Messages():
-				if !ok {
-					t.Fatalf("partition %d: consumer stopped before offset %d", p, hwm)
-				}
-				out = append(out, record{m.Partition, m.Offset, string(m.Key), string(m.Value)})
-				done = m.Offset >= hwm-1
-			case err := <-pc.Errors():
-				t.Fatalf("consume partition %d: %v", p, err)
-			case <-timeout:
-				t.Fatalf("partition %d: timed out reading up to offset %d", p, hwm)
-			}
-		}
-		pc.Close()
-	}
-	return out
-}
-
 func numPartitions(t *testing.T, addrs []string, topic string) int {
 	t.Helper()
 	cfg := sarama.NewConfig()
@@ -147,15 +83,15 @@ func numPartitions(t *testing.T, addrs []string, topic string) int {
 
 func TestRestartKeepsLogAndAddress(t *testing.T) {
 	dir := t.TempDir()
-	cfg := Config{Dir: dir, Topic: testTopic, Logger: quietLogger()}
-	b, err := Start(cfg)
+	cfg := broker.Config{Dir: dir, Topic: testTopic, Logger: quietLogger()}
+	b, err := broker.Start(cfg)
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
 	addrs := b.Addrs()
 	first := messages(testTopic, 0, 500)
 	produce(t, addrs, first)
-	before := readAll(t, addrs, testTopic)
+	before := brokertest.ReadAll(t, addrs, testTopic)
 	if len(before) != len(first) {
 		b.Close()
 		t.Fatalf("read %d messages before restart, want %d", len(before), len(first))
@@ -168,7 +104,7 @@ func TestRestartKeepsLogAndAddress(t *testing.T) {
 
 	// Same dir, same address: clients that knew the old broker reconnect.
 	cfg.Addr = addrs[0]
-	b, err = Start(cfg)
+	b, err = broker.Start(cfg)
 	if err != nil {
 		t.Fatalf("restart: %v", err)
 	}
@@ -176,10 +112,10 @@ func TestRestartKeepsLogAndAddress(t *testing.T) {
 	if got := b.Addrs(); len(got) != 1 || got[0] != addrs[0] {
 		t.Fatalf("restarted on %v, want %v", got, addrs)
 	}
-	if n := numPartitions(t, addrs, testTopic); n != DefaultPartitions {
-		t.Fatalf("topic has %d partitions after restart, want %d", n, DefaultPartitions)
+	if n := numPartitions(t, addrs, testTopic); n != broker.DefaultPartitions {
+		t.Fatalf("topic has %d partitions after restart, want %d", n, broker.DefaultPartitions)
 	}
-	after := readAll(t, addrs, testTopic)
+	after := brokertest.ReadAll(t, addrs, testTopic)
 	if fmt.Sprint(after) != fmt.Sprint(before) {
 		t.Fatalf("log changed across restart:\nbefore %v\nafter  %v", before[:5], after[:5])
 	}
@@ -191,23 +127,23 @@ func TestRestartKeepsLogAndAddress(t *testing.T) {
 			t.Fatalf("new message at %d/%d, below the old high watermark %d", m.Partition, m.Offset, hwm[m.Partition])
 		}
 	}
-	if all := readAll(t, addrs, testTopic); len(all) != len(first)+len(second) {
+	if all := brokertest.ReadAll(t, addrs, testTopic); len(all) != len(first)+len(second) {
 		t.Fatalf("read %d messages, want %d", len(all), len(first)+len(second))
 	}
 }
 
 func TestDataDirIsExclusive(t *testing.T) {
 	dir := t.TempDir()
-	b, err := Start(Config{Dir: dir, Logger: quietLogger()})
+	b, err := broker.Start(broker.Config{Dir: dir, Logger: quietLogger()})
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
-	_, err = Start(Config{Dir: dir, Logger: quietLogger()})
-	if !errors.Is(err, ErrDirLocked) {
+	_, err = broker.Start(broker.Config{Dir: dir, Logger: quietLogger()})
+	if !errors.Is(err, broker.ErrDirLocked) {
 		t.Fatalf("second broker on one dir: err %v, want ErrDirLocked", err)
 	}
 	b.Close()
-	b, err = Start(Config{Dir: dir, Logger: quietLogger()})
+	b, err = broker.Start(broker.Config{Dir: dir, Logger: quietLogger()})
 	if err != nil {
 		t.Fatalf("start after the first closed: %v", err)
 	}
@@ -229,7 +165,7 @@ func TestListenAddress(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := Start(Config{Addr: tc.addr, Advertise: tc.advertise, Logger: quietLogger()})
+			b, err := broker.Start(broker.Config{Addr: tc.addr, Advertise: tc.advertise, Logger: quietLogger()})
 			if err != nil {
 				t.Fatalf("start: %v", err)
 			}
@@ -240,19 +176,19 @@ func TestListenAddress(t *testing.T) {
 				t.Fatalf("Addrs() = %v, want host %s and a bound port", addrs, tc.wantHost)
 			}
 			// Reachable at the advertised address: a produce round trip.
-			produce(t, addrs, messages(DefaultTopic, 0, 3))
+			produce(t, addrs, messages(broker.DefaultTopic, 0, 3))
 		})
 	}
 }
 
 func TestStartRejectsBadAddress(t *testing.T) {
-	if _, err := Start(Config{Addr: "no-port", Logger: quietLogger()}); err == nil {
+	if _, err := broker.Start(broker.Config{Addr: "no-port", Logger: quietLogger()}); err == nil {
 		t.Fatal("Start with an address without a port succeeded")
 	}
 }
 
 func TestRetentionDropsOldBatches(t *testing.T) {
-	b, err := Start(Config{Topic: testTopic, Partitions: 1, Retention: time.Second, Logger: quietLogger()})
+	b, err := broker.Start(broker.Config{Topic: testTopic, Partitions: 1, Retention: time.Second, Logger: quietLogger()})
 	if err != nil {
 		t.Fatalf("start: %v", err)
 	}
@@ -285,7 +221,7 @@ func TestRetentionDropsOldBatches(t *testing.T) {
 	}
 	fresh := messages(testTopic, 10, 5)
 	produce(t, addrs, fresh)
-	if got := readAll(t, addrs, testTopic); len(got) != len(fresh) || got[0].offset != int64(len(old)) {
+	if got := brokertest.ReadAll(t, addrs, testTopic); len(got) != len(fresh) || got[0].Offset != int64(len(old)) {
 		t.Fatalf("after retention read %v, want the 5 fresh messages from offset %d", got, len(old))
 	}
 }
@@ -300,7 +236,7 @@ func TestCrashHelper(t *testing.T) {
 	if dir == "" {
 		t.Skip("subprocess of TestKill9LosesNothingAcked")
 	}
-	b, err := Start(Config{Dir: dir, Topic: testTopic, Logger: quietLogger()})
+	b, err := broker.Start(broker.Config{Dir: dir, Topic: testTopic, Logger: quietLogger()})
 	if err != nil {
 		fmt.Println("error", err)
 		os.Exit(1)
@@ -375,16 +311,16 @@ func TestKill9LosesNothingAcked(t *testing.T) {
 		t.Fatalf("helper acknowledged only %d messages", len(acked))
 	}
 
-	b, err := Start(Config{Dir: dir, Topic: testTopic, Logger: quietLogger()})
+	b, err := broker.Start(broker.Config{Dir: dir, Topic: testTopic, Logger: quietLogger()})
 	if err != nil {
 		t.Fatalf("restart after kill -9: %v", err)
 	}
 	defer b.Close()
 	seen := map[int]int{}
-	for _, r := range readAll(t, b.Addrs(), testTopic) {
-		i, err := strconv.Atoi(r.value)
+	for _, r := range brokertest.ReadAll(t, b.Addrs(), testTopic) {
+		i, err := strconv.Atoi(r.Value)
 		if err != nil {
-			t.Fatalf("bad value %q at %d/%d", r.value, r.partition, r.offset)
+			t.Fatalf("bad value %q at %d/%d", r.Value, r.Partition, r.Offset)
 		}
 		seen[i]++
 	}
