@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"strconv"
 	"time"
@@ -119,6 +120,9 @@ func parseFilters(args *fasthttp.Args, q *schemas.AggregateQuery) error {
 		v, err := singleArg(args, f.name)
 		if err != nil {
 			return err
+		}
+		if bytes.IndexByte(v, 0) >= 0 {
+			return errors.New(f.name + ": NUL character not allowed")
 		}
 		*f.dst = string(v)
 		q.Filter |= f.dim

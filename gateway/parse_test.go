@@ -54,6 +54,7 @@ func TestParseProfileQuery(t *testing.T) {
 		{"bad escape", "a%2", tr, "", 0, "cookie"},
 		{"bad hex", "a%zz", tr, "", 0, "cookie"},
 		{"invalid utf-8", "a%ff", tr, "", 0, "cookie"},
+		{"NUL", "a%00", tr, "", 0, "cookie: NUL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -98,6 +99,7 @@ func TestParseAggregatesRequest(t *testing.T) {
 		{"unknown aggregate", tr + "&action=BUY&aggregates=AVG", 0, nil, "AVG"},
 		{"two origins", tr + "&action=BUY&aggregates=COUNT&origin=a&origin=b", 0, nil, "more than once"},
 		{"missing range", "action=BUY&aggregates=COUNT", 0, nil, "time_range"},
+		{"NUL filter", tr + "&action=BUY&aggregates=COUNT&brand_id=a%00", 0, nil, "brand_id: NUL"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"errors"
 	"time"
 	"unicode/utf8"
@@ -111,6 +112,9 @@ func unescapePathSegment(b []byte) (string, error) {
 	}
 	if !utf8.Valid(out) {
 		return "", errors.New("cookie: not valid UTF-8")
+	}
+	if bytes.IndexByte(out, 0) >= 0 {
+		return "", errors.New("cookie: NUL character not allowed")
 	}
 	return string(out), nil
 }

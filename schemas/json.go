@@ -44,6 +44,10 @@ var (
 	errLoneSurrogate = errors.New("lone UTF-16 surrogate in \\u escape")
 	errBadEscape     = errors.New("invalid escape")
 	errControlChar   = errors.New("unescaped control character in string")
+	// errNUL rejects U+0000 in a stored field: no identifier carries it,
+	// PostgreSQL text cannot hold it, and one such tag accepted would stop
+	// the pipeline at its commit.
+	errNUL = errors.New("NUL character (\\u0000) not allowed")
 	errUnterminated  = errors.New("unterminated string")
 	errTooDeep       = errors.New("nested too deeply")
 	errNumberGrammar = errors.New("invalid number")
@@ -94,6 +98,7 @@ var fieldNames = [...]string{"time", "cookie", "country", "device", "action", "o
 type span struct {
 	start, end int
 	escaped    bool // contains backslash escapes: copy through unescape
+	nul        bool // contains an escaped U+0000
 	n          int  // length after unescaping
 }
 
@@ -311,6 +316,9 @@ func (d *jsonDecoder) stringField(field string, sp *span) error {
 	if err != nil {
 		return &FieldError{Field: field, Err: err}
 	}
+	if s.nul {
+		return &FieldError{Field: field, Err: errNUL}
+	}
 	*sp = s
 	return nil
 }
@@ -385,6 +393,9 @@ func (d *jsonDecoder) productID(f *tagFields) error {
 	switch {
 	case c == '"':
 		sp, err := d.scanString()
+		if err == nil && sp.nul {
+			err = errNUL
+		}
 		if err != nil {
 			return &FieldError{Field: "product_id", Err: err}
 		}
@@ -506,7 +517,7 @@ func (d *jsonDecoder) scanString() (span, error) {
 	start := d.pos + 1
 	i := start
 	shrink := 0 // input bytes minus output bytes of the escapes seen
-	escaped := false
+	escaped, nul := false, false
 	for {
 		for i < len(data) && plainStringByte[data[i]] {
 			i++
@@ -517,7 +528,7 @@ func (d *jsonDecoder) scanString() (span, error) {
 		switch c := data[i]; {
 		case c == '"':
 			d.pos = i + 1
-			return span{start: start, end: i, escaped: escaped, n: i - start - shrink}, nil
+			return span{start: start, end: i, escaped: escaped, nul: nul, n: i - start - shrink}, nil
 		case c == '\\':
 			escaped = true
 			if i+1 >= len(data) {
@@ -546,6 +557,7 @@ func (d *jsonDecoder) scanString() (span, error) {
 					continue
 				}
 				shrink += 6 - utf8.RuneLen(r)
+				nul = nul || r == 0
 			default:
 				return span{}, errBadEscape
 			}
