@@ -47,7 +47,7 @@ var (
 	// errNUL rejects U+0000 in a stored field: no identifier carries it,
 	// PostgreSQL text cannot hold it, and one such tag accepted would stop
 	// the pipeline at its commit.
-	errNUL = errors.New("NUL character (\\u0000) not allowed")
+	errNUL           = errors.New("NUL character (\\u0000) not allowed")
 	errUnterminated  = errors.New("unterminated string")
 	errTooDeep       = errors.New("nested too deeply")
 	errNumberGrammar = errors.New("invalid number")
