@@ -1,0 +1,609 @@
+// Package pipeline is Allezon's stream worker. It consumes the events topic
+// in a Kafka consumer group, sums the tags into per-minute cells, and every
+// flush interval commits each partition's sums together with that
+// partition's next offset, atomically, to the aggregates store.
+//
+// Exactly once comes from the store, not from Kafka: the offset that says
+// which events are counted is written in the same transaction as their
+// counts, each commit is a compare-and-set on the offset stored before it,
+// and every session resumes from the offsets in the store. A crash loses
+// only uncommitted sums, whose events are then re-read; a zombie that lost
+// its partition is fenced by the compare-and-set and cannot count twice.
+// Kafka's own committed offsets are only kept up to date for operators'
+// lag tools; the worker never reads them.
+package pipeline
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math"
+	"math/rand/v2"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/IBM/sarama"
+
+	"github.com/allezon/allezon/pipeline/aggregates"
+	"github.com/allezon/allezon/schemas"
+)
+
+// Sink is what the worker needs of the aggregates store. It is declared
+// here, by its user, and aggregates.Store satisfies it.
+type Sink interface {
+	// Commit adds the deltas and moves each partition's stored next offset
+	// from Prev to Next, atomically; it fails with aggregates.ErrFenced
+	// (wrapped), storing nothing, when a partition's stored offset is not Prev.
+	Commit(ctx context.Context, deltas map[schemas.Cell]schemas.Totals, offsets []aggregates.PartitionOffset) error
+	// Offsets is the stored next offset of every partition of the topic
+	// that has one.
+	Offsets(ctx context.Context, topic string) (map[int32]int64, error)
+	// DropBefore deletes the aggregates of minutes before minute.
+	DropBefore(ctx context.Context, minute int64) error
+}
+
+// Config configures Run. Zero fields take the defaults documented on them.
+type Config struct {
+	Brokers []string
+	Topic   string
+	Group   string // default "allezon-pipeline"
+
+	// FlushInterval is how often each partition commits its sums: the
+	// bound on how stale /aggregates is, and on how much a crash re-reads.
+	FlushInterval time.Duration // default 1s
+	// Retention is how much event time, behind the newest event seen, the
+	// aggregates keep; older minutes are dropped.
+	Retention time.Duration // default 24h
+	// DropInterval is how often (wall time) the worker checks whether the
+	// retention cut-off moved and drops the minutes behind it.
+	DropInterval time.Duration // default 1m
+
+	// SessionTimeout and HeartbeatInterval tune the consumer group: how
+	// fast a dead worker's partitions move to a live one. Real Kafka
+	// brokers refuse sessions under their group.min.session.timeout.ms
+	// (6s by default); the embedded broker can be told to allow 1s/300ms.
+	SessionTimeout    time.Duration // default 10s
+	HeartbeatInterval time.Duration // default 3s
+
+	Logger *slog.Logger // default slog.Default()
+}
+
+const (
+	defaultGroup             = "allezon-pipeline"
+	defaultFlushInterval     = time.Second
+	defaultRetention         = 24 * time.Hour
+	defaultDropInterval      = time.Minute
+	defaultSessionTimeout    = 10 * time.Second
+	defaultHeartbeatInterval = 3 * time.Second
+
+	// storeTimeout bounds one call to the sink. A commit that takes longer
+	// is abandoned as ambiguous: its deltas are dropped and re-read, which
+	// the offset compare-and-set makes safe whether or not it applied.
+	storeTimeout = 10 * time.Second
+
+	// Backoff between attempts after an error (failed join, failed commit,
+	// unreachable store): doubling from minBackoff up to maxBackoff, with
+	// jitter, reset by a session that ends cleanly.
+	minBackoff = 100 * time.Millisecond
+	maxBackoff = 10 * time.Second
+)
+
+func (c Config) withDefaults() Config {
+	c.Group = cmp.Or(c.Group, defaultGroup)
+	c.FlushInterval = cmp.Or(c.FlushInterval, defaultFlushInterval)
+	c.Retention = cmp.Or(c.Retention, defaultRetention)
+	c.DropInterval = cmp.Or(c.DropInterval, defaultDropInterval)
+	c.SessionTimeout = cmp.Or(c.SessionTimeout, defaultSessionTimeout)
+	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, defaultHeartbeatInterval)
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return c
+}
+
+func (c Config) validate() error {
+	switch {
+	case len(c.Brokers) == 0:
+		return errors.New("pipeline: no Kafka brokers configured")
+	case c.Topic == "":
+		return errors.New("pipeline: no events topic configured")
+	case c.FlushInterval < 0, c.Retention < 0, c.DropInterval < 0, c.SessionTimeout < 0, c.HeartbeatInterval < 0:
+		return errors.New("pipeline: negative duration in config")
+	case c.HeartbeatInterval >= c.SessionTimeout:
+		return fmt.Errorf("pipeline: heartbeat interval %v must be below the session timeout %v", c.HeartbeatInterval, c.SessionTimeout)
+	}
+	return nil
+}
+
+func (c Config) sarama() *sarama.Config {
+	sc := sarama.NewConfig()
+	sc.ClientID = "allezon-pipeline"
+	sc.Version = sarama.V3_6_0_0
+	// Eager range: a rebalance ends every claim (each flushes first) before
+	// any partition moves, so two live workers never own one partition.
+	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
+	sc.Consumer.Group.Session.Timeout = c.SessionTimeout
+	sc.Consumer.Group.Heartbeat.Interval = c.HeartbeatInterval
+	// Setup places every claim on an offset it checked against the
+	// partition's range; if that range moves before the claim starts, the
+	// claim must fail (and the next Setup re-check) rather than sarama
+	// silently jumping to the oldest offset.
+	sc.Consumer.Group.ResetInvalidOffsets = false
+	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	sc.Consumer.Return.Errors = true
+	return sc
+}
+
+// Run consumes until ctx is cancelled, then flushes what it has and returns
+// nil. It survives broker and store outages: it logs, counts, backs off and
+// resumes from the offsets stored in the sink. It returns an error only for
+// an unusable configuration.
+func Run(ctx context.Context, cfg Config, sink Sink) error {
+	if sink == nil {
+		return errors.New("pipeline: nil sink")
+	}
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return err
+	}
+	w := &worker{
+		cfg:  cfg,
+		sink: sink,
+		log:  cfg.Logger.With("component", "pipeline", "topic", cfg.Topic, "group", cfg.Group),
+	}
+	w.newestMs.Store(math.MinInt64)
+
+	var wg sync.WaitGroup
+	wg.Go(func() { w.retain(ctx) })
+	defer wg.Wait()
+
+	w.log.Info("pipeline starting", "brokers", cfg.Brokers, "flush_interval", cfg.FlushInterval, "retention", cfg.Retention)
+	bo := backoff{}
+	for ctx.Err() == nil {
+		if err := w.runGroup(ctx, &bo); err != nil && ctx.Err() == nil {
+			consumerErrors.Inc()
+			w.log.Warn("kafka consumer group failed, reconnecting", "err", err)
+			sleep(ctx, bo.next())
+		}
+	}
+	w.log.Info("pipeline stopped")
+	return nil
+}
+
+// worker is one Run: its configuration and the state shared by its claims.
+type worker struct {
+	cfg  Config
+	sink Sink
+	log  *slog.Logger
+
+	// newestMs is the newest event time consumed, for retention;
+	// math.MinInt64 until the first event.
+	newestMs atomic.Int64
+	// cellsHint is the largest number of cells one flush has held, so the
+	// accumulators of later sessions start at that size.
+	cellsHint atomic.Int64
+}
+
+// runGroup connects to Kafka and runs consumer group sessions until ctx
+// ends (nil) or the client breaks (an error, after which Run reconnects).
+func (w *worker) runGroup(ctx context.Context, bo *backoff) error {
+	client, err := sarama.NewClient(w.cfg.Brokers, w.cfg.sarama())
+	if err != nil {
+		return fmt.Errorf("connect to kafka %v: %w", w.cfg.Brokers, err)
+	}
+	defer client.Close()
+	group, err := sarama.NewConsumerGroupFromClient(w.cfg.Group, client)
+	if err != nil {
+		return fmt.Errorf("create consumer group %q: %w", w.cfg.Group, err)
+	}
+	var errsDone sync.WaitGroup
+	errsDone.Go(func() {
+		for err := range group.Errors() {
+			if rebalanceNoise(err) {
+				w.log.Debug("kafka consumer error during a rebalance", "err", err)
+				continue
+			}
+			consumerErrors.Inc()
+			w.log.Warn("kafka consumer error", "err", err)
+		}
+	})
+	defer func() {
+		// Close leaves the group, so the other workers take over at once
+		// instead of after a session timeout.
+		if err := group.Close(); err != nil {
+			w.log.Warn("close kafka consumer group", "err", err)
+		}
+		errsDone.Wait()
+	}()
+
+	h := &handler{w: w, client: client}
+	topics := []string{w.cfg.Topic}
+	for ctx.Err() == nil {
+		h.failed.Store(false)
+		err := group.Consume(ctx, topics, h)
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case errors.Is(err, sarama.ErrClosedConsumerGroup), errors.Is(err, sarama.ErrClosedClient):
+			return fmt.Errorf("consume %s: %w", w.cfg.Topic, err)
+		case err != nil:
+			consumerErrors.Inc()
+			w.log.Warn("consumer group session failed, rejoining", "err", err)
+			sleep(ctx, bo.next())
+		case h.failed.Load():
+			// A commit failed: the claims ended to re-read from the stored
+			// offsets. Back off so a store outage is not hammered.
+			sleep(ctx, bo.next())
+		default:
+			// A clean rebalance: rejoin at once.
+			bo.reset()
+		}
+	}
+	return nil
+}
+
+// rebalanceNoise reports errors that a rebalance causes by design: the
+// session's last commit of Kafka-side offsets (kept for operators' lag
+// tools only) is refused once the group moved to a new generation. The
+// worker never reads those offsets, so nothing is lost.
+func rebalanceNoise(err error) bool {
+	return errors.Is(err, sarama.ErrIllegalGeneration) || errors.Is(err, sarama.ErrRebalanceInProgress) ||
+		errors.Is(err, sarama.ErrUnknownMemberId)
+}
+
+// retain drops, about every DropInterval, the minutes that fell out of the
+// retention window behind the newest event time consumed.
+func (w *worker) retain(ctx context.Context) {
+	t := time.NewTicker(w.cfg.DropInterval)
+	defer t.Stop()
+	keepMinutes := int64((w.cfg.Retention + time.Minute - 1) / time.Minute)
+	dropped := int64(math.MinInt64)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		newest := w.newestMs.Load()
+		if newest == math.MinInt64 {
+			continue
+		}
+		// Minute MinuteOf(newest)-keepMinutes still holds events within
+		// Retention of the newest one, so it is the first minute kept.
+		cutoff := schemas.MinuteOf(newest) - keepMinutes
+		if cutoff <= dropped {
+			continue
+		}
+		dctx, cancel := context.WithTimeout(ctx, storeTimeout)
+		err := w.sink.DropBefore(dctx, cutoff)
+		cancel()
+		if err != nil {
+			if ctx.Err() == nil {
+				sinkErrors.WithLabelValues("drop").Inc()
+				w.log.Warn("retention drop failed, will retry", "before_minute", cutoff, "err", err)
+			}
+			continue
+		}
+		dropped = cutoff
+		drops.Inc()
+		w.log.Debug("retention drop", "before_minute", cutoff)
+	}
+}
+
+// noteNewest raises newestMs to ms if it is newer.
+func (w *worker) noteNewest(ms int64) {
+	for {
+		cur := w.newestMs.Load()
+		if ms <= cur || w.newestMs.CompareAndSwap(cur, ms) {
+			return
+		}
+	}
+}
+
+// handler is the sarama consumer group handler of one runGroup. Setup
+// places each claim on the sink's offsets; ConsumeClaim sums and commits.
+type handler struct {
+	w      *worker
+	client sarama.Client
+
+	// failed is set when a commit failed in the current session.
+	failed atomic.Bool
+
+	mu sync.Mutex
+	// starts is where each claimed partition of the current session
+	// resumes, set by Setup before the claims start.
+	starts map[int32]partitionStart
+}
+
+// partitionStart is where a claim begins.
+type partitionStart struct {
+	// stored is the partition's next offset in the sink, or -1 for none:
+	// the Prev of the claim's first commit.
+	stored int64
+	// next is the offset the claim consumes first: stored, clamped to the
+	// offsets Kafka still has.
+	next int64
+}
+
+// Setup reads the sink's offsets and places every claim on them. It does not
+// start consuming from a guess: while the sink cannot answer, it retries
+// (the session keeps heartbeating) until it does or the session ends.
+func (h *handler) Setup(sess sarama.ConsumerGroupSession) error {
+	rebalances.Inc()
+	topic := h.w.cfg.Topic
+	parts := sess.Claims()[topic]
+	log := h.w.log.With("member", sess.MemberID(), "generation", sess.GenerationID())
+	log.Info("session setup", "partitions", parts)
+
+	stored, err := h.storedOffsets(sess.Context(), log)
+	if err != nil {
+		return err
+	}
+	starts := make(map[int32]partitionStart, len(parts))
+	for _, p := range parts {
+		st, err := h.start(topic, p, stored, log)
+		if err != nil {
+			return err
+		}
+		// MarkOffset only moves the session's offset forward and ResetOffset
+		// only backward: together they place it exactly, whatever Kafka had
+		// committed for the group.
+		sess.MarkOffset(topic, p, st.next, "")
+		sess.ResetOffset(topic, p, st.next, "")
+		starts[p] = st
+	}
+	h.mu.Lock()
+	h.starts = starts
+	h.mu.Unlock()
+	return nil
+}
+
+// storedOffsets asks the sink for the topic's offsets until it answers or
+// ctx (the session) ends.
+func (h *handler) storedOffsets(ctx context.Context, log *slog.Logger) (map[int32]int64, error) {
+	var bo backoff
+	for {
+		octx, cancel := context.WithTimeout(ctx, storeTimeout)
+		stored, err := h.w.sink.Offsets(octx, h.w.cfg.Topic)
+		cancel()
+		if err == nil {
+			return stored, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("read stored offsets: %w (session ended: %w)", err, context.Cause(ctx))
+		}
+		sinkErrors.WithLabelValues("offsets").Inc()
+		d := bo.next()
+		log.Warn("cannot read stored offsets, retrying", "retry_in", d, "err", err)
+		if !sleep(ctx, d) {
+			return nil, fmt.Errorf("read stored offsets: session ended: %w", context.Cause(ctx))
+		}
+	}
+}
+
+// start decides where partition p resumes: at its stored offset, or at
+// Kafka's oldest when none is stored. A stored offset outside the range
+// Kafka still holds means events were lost outside the pipeline (retention
+// deleted unread events, or the log was truncated or recreated); the claim
+// then starts at the nearest end of the range, and the loss is logged.
+func (h *handler) start(topic string, p int32, stored map[int32]int64, log *slog.Logger) (partitionStart, error) {
+	oldest, err := h.client.GetOffset(topic, p, sarama.OffsetOldest)
+	if err != nil {
+		return partitionStart{}, fmt.Errorf("oldest offset of %s/%d: %w", topic, p, err)
+	}
+	off, ok := stored[p]
+	if !ok {
+		log.Info("partition has no stored offset, starting at the oldest", "partition", p, "offset", oldest)
+		return partitionStart{stored: -1, next: oldest}, nil
+	}
+	newest, err := h.client.GetOffset(topic, p, sarama.OffsetNewest)
+	if err != nil {
+		return partitionStart{}, fmt.Errorf("newest offset of %s/%d: %w", topic, p, err)
+	}
+	next := off
+	switch {
+	case off < oldest:
+		log.Error("stored offset is older than Kafka's oldest: the events in between were deleted unread and are not counted",
+			"partition", p, "stored", off, "oldest", oldest)
+		next = oldest
+	case off > newest:
+		log.Error("stored offset is past Kafka's high watermark: the log was truncated or recreated; resuming at its end",
+			"partition", p, "stored", off, "high_watermark", newest)
+		next = newest
+	}
+	return partitionStart{stored: off, next: next}, nil
+}
+
+// Cleanup runs after every claim of the session returned (and flushed).
+func (h *handler) Cleanup(sess sarama.ConsumerGroupSession) error {
+	h.w.log.Info("session ended", "member", sess.MemberID(), "generation", sess.GenerationID())
+	return nil
+}
+
+// ConsumeClaim sums one partition's events and commits them every
+// FlushInterval, and once more when the claim ends. A failed commit drops
+// the sums and returns, which ends the session: the next Setup resumes from
+// the offsets in the sink, so the dropped events are re-read exactly once.
+func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) error {
+	p := claim.Partition()
+	h.mu.Lock()
+	st, ok := h.starts[p]
+	h.mu.Unlock()
+	if !ok {
+		h.failed.Store(true)
+		return fmt.Errorf("claim of %s/%d was not set up", claim.Topic(), p)
+	}
+	if claim.InitialOffset() != st.next {
+		h.failed.Store(true)
+		return fmt.Errorf("claim of %s/%d starts at offset %d, but the sink's offset is %d", claim.Topic(), p, claim.InitialOffset(), st.next)
+	}
+	c := &claimState{
+		h:       h,
+		sess:    sess,
+		topic:   claim.Topic(),
+		part:    p,
+		label:   strconv.FormatInt(int64(p), 10),
+		prev:    st.stored,
+		flushed: st.next,
+		next:    st.next,
+		sums:    newCellSums(int(h.w.cellsHint.Load())),
+		newest:  math.MinInt64,
+		log:     h.w.log.With("partition", p, "member", sess.MemberID(), "generation", sess.GenerationID()),
+	}
+	c.log.Debug("claim started", "offset", st.next, "stored", st.stored)
+
+	tick := time.NewTicker(h.w.cfg.FlushInterval)
+	defer tick.Stop()
+	msgs := claim.Messages()
+	done := sess.Context().Done()
+	var tag schemas.UserTag
+	for {
+		select {
+		case msg, ok := <-msgs:
+			if !ok {
+				c.flush()
+				return nil
+			}
+			c.consume(msg, &tag)
+		case <-tick.C:
+			consumerLag.WithLabelValues(c.topic, c.label).Set(float64(max(claim.HighWaterMarkOffset()-c.next, 0)))
+			if !c.flush() {
+				return nil
+			}
+		case <-done:
+			// Rebalance or shutdown: commit what was consumed and let go.
+			// Events still buffered in the claim are re-read by the next
+			// owner from the offset committed here.
+			c.flush()
+			return nil
+		}
+	}
+}
+
+// claimState is one claim's accumulator and offsets, owned by its
+// ConsumeClaim goroutine.
+type claimState struct {
+	h     *handler
+	sess  sarama.ConsumerGroupSession
+	topic string
+	part  int32
+	label string // part as a metric label
+
+	// prev is the next offset believed stored in the sink (-1: none), the
+	// compare-and-set value of the next commit.
+	prev int64
+	// flushed is the offset up to which events are committed (or, before
+	// the first commit, where the claim started); next is one past the
+	// last event consumed. The claim has something to commit when they
+	// differ, even if no event decoded.
+	flushed, next int64
+
+	sums     *cellSums
+	consumed int64 // events since the last flush, for the metric
+	newest   int64 // newest event time since the last flush
+
+	// badEvents counts undecodable events since the last flush; the first
+	// of them is logged in full, the rest summed up at the flush.
+	badEvents int
+
+	log *slog.Logger
+}
+
+// consume adds one event to the sums and advances the offset past it.
+func (c *claimState) consume(msg *sarama.ConsumerMessage, tag *schemas.UserTag) {
+	if msg.Offset < c.next {
+		return // already counted: sarama may hand back the start of a batch
+	}
+	c.next = msg.Offset + 1
+	c.consumed++
+	if err := schemas.DecodeEventValue(msg.Value, tag); err != nil {
+		// It can never be counted, and must not block the partition: skip
+		// it (its offset is committed with the next flush).
+		decodeErrors.Inc()
+		if c.badEvents == 0 {
+			c.log.Error("undecodable event skipped", "offset", msg.Offset, "err", err)
+		}
+		c.badEvents++
+		return
+	}
+	c.sums.add(tag)
+	c.newest = max(c.newest, tag.TimeMs)
+}
+
+// flush commits the sums and the next offset if anything was consumed since
+// the last flush. It reports false when the commit failed: the sums are
+// dropped and the claim must end, so its events are re-read from the
+// offsets in the sink.
+func (c *claimState) flush() bool {
+	if c.consumed > 0 {
+		eventsConsumed.Add(float64(c.consumed))
+		c.consumed = 0
+	}
+	if c.badEvents > 1 {
+		c.log.Error("more undecodable events skipped", "count", c.badEvents-1)
+	}
+	c.badEvents = 0
+	if c.next == c.flushed {
+		return true
+	}
+	offsets := []aggregates.PartitionOffset{{Topic: c.topic, Partition: c.part, Prev: c.prev, Next: c.next}}
+	cells := c.sums.cells()
+	// The claim's context may be cancelled already (shutdown, rebalance);
+	// the final commit must still run, bounded by its own timeout.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.sess.Context()), storeTimeout)
+	start := time.Now()
+	err := c.h.w.sink.Commit(ctx, c.sums.deltas(), offsets)
+	cancel()
+	flushDuration.Observe(time.Since(start).Seconds())
+	c.sums.reset()
+	if err != nil {
+		reason := reasonStore
+		if errors.Is(err, aggregates.ErrFenced) {
+			reason = reasonFenced
+		}
+		commitErrors.WithLabelValues(reason).Inc()
+		c.h.failed.Store(true)
+		c.log.Error("commit failed: dropping the sums, resuming from the stored offsets",
+			"reason", reason, "prev", c.prev, "next", c.next, "cells", cells, "err", err)
+		return false
+	}
+	commits.Inc()
+	cellsPerFlush.Observe(float64(cells))
+	if int64(cells) > c.h.w.cellsHint.Load() {
+		c.h.w.cellsHint.Store(int64(cells))
+	}
+	if c.newest != math.MinInt64 {
+		c.h.w.noteNewest(c.newest)
+		c.newest = math.MinInt64
+	}
+	c.prev, c.flushed = c.next, c.next
+	// For operators' lag tools only; resuming never reads it.
+	c.sess.MarkOffset(c.topic, c.part, c.next, "")
+	return true
+}
+
+// backoff is a doubling delay with jitter, between minBackoff and maxBackoff.
+type backoff struct{ cur time.Duration }
+
+func (b *backoff) next() time.Duration {
+	b.cur = min(max(2*b.cur, minBackoff), maxBackoff)
+	return b.cur/2 + rand.N(b.cur/2+1)
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+// sleep waits d or until ctx ends; it reports whether the full d passed.
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
