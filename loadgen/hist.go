@@ -1,0 +1,77 @@
+package loadgen
+
+import (
+	"math/bits"
+	"time"
+)
+
+// histogram records latencies in fixed memory: log-linear buckets, 2^subBits
+// per power of two of microseconds, so a quantile is known within 1/32
+// (~3 %) and reported as its bucket's upper bound (never optimistic). The
+// maximum is kept exactly.
+type histogram struct {
+	counts [histBuckets]uint64
+	n      uint64
+	max    time.Duration
+}
+
+const (
+	subBits     = 5
+	subBuckets  = 1 << subBits
+	histBuckets = (64 - subBits + 1) * subBuckets
+)
+
+// bucketOf maps a latency in µs to its bucket: values below subBuckets get
+// their own bucket; above, the top subBits+1 bits select it.
+func bucketOf(us uint64) int {
+	if us < subBuckets {
+		return int(us)
+	}
+	exp := bits.Len64(us) - subBits - 1 // ≥ 0
+	return (exp+1)*subBuckets + int(us>>uint(exp)) - subBuckets
+}
+
+// bucketUpper is the largest µs value of bucket b.
+func bucketUpper(b int) uint64 {
+	if b < subBuckets {
+		return uint64(b)
+	}
+	exp := b/subBuckets - 1
+	mant := uint64(b%subBuckets + subBuckets)
+	return (mant+1)<<uint(exp) - 1
+}
+
+func (h *histogram) record(d time.Duration) {
+	if d < 0 {
+		d = 0
+	}
+	h.counts[bucketOf(uint64(d/time.Microsecond))]++
+	h.n++
+	h.max = max(h.max, d)
+}
+
+func (h *histogram) merge(o *histogram) {
+	for i, c := range o.counts {
+		h.counts[i] += c
+	}
+	h.n += o.n
+	h.max = max(h.max, o.max)
+}
+
+// quantile returns the latency below or at which a share q of the records
+// lie (0 with no records), capped at the exact maximum.
+func (h *histogram) quantile(q float64) time.Duration {
+	if h.n == 0 {
+		return 0
+	}
+	rank := uint64(q*float64(h.n) + 0.5)
+	rank = min(max(rank, 1), h.n)
+	var seen uint64
+	for b, c := range h.counts {
+		seen += c
+		if seen >= rank {
+			return min(time.Duration(bucketUpper(b)+1)*time.Microsecond, h.max)
+		}
+	}
+	return h.max
+}
