@@ -150,6 +150,7 @@ func (r *runner) run(ctx context.Context) *Report {
 	settleElapsed := time.Since(settleStart)
 	close(r.work)
 	wg.Wait()
+	r.client.CloseIdleConnections()
 	stopProgress()
 
 	rep := &Report{
@@ -229,6 +230,9 @@ func (r *runner) send(ctx context.Context) (sent int64, elapsed time.Duration, i
 		}
 		if cfg.Rate > 0 {
 			due := anchor.Add(time.Duration(float64(id-anchorID) * float64(time.Second) / float64(cfg.Rate)))
+			if cfg.Duration > 0 && due.Sub(r.t0) >= cfg.Duration {
+				break
+			}
 			now := time.Now()
 			if wait := due.Sub(now); wait > minSleep {
 				if !sleep(ctx, timer, wait) {
@@ -461,17 +465,17 @@ func (r *runner) startProgress() (stop func()) {
 		defer wg.Done()
 		t := time.NewTicker(time.Second)
 		defer t.Stop()
-		var lastSent int64
+		var lastSent, perSecond int64
 		for {
 			select {
 			case <-done:
-				r.writeProgress(0)
+				r.writeProgress(perSecond)
 				fmt.Fprintln(r.cfg.Progress)
 				return
 			case <-t.C:
 				s := r.sent.Load()
-				r.writeProgress(s - lastSent)
-				lastSent = s
+				perSecond, lastSent = s-lastSent, s
+				r.writeProgress(perSecond)
 			}
 		}
 	}()

@@ -55,6 +55,7 @@ func newWorker(r *runner, i int) *worker {
 		rng:  rand.New(rand.NewPCG(uint64(r.cfg.Seed), uint64(i)+1)),
 		req:  fasthttp.AcquireRequest(),
 		resp: fasthttp.AcquireResponse(),
+		ep:   [3]EndpointReport{{Limit: TagLimit}, {Limit: ProfileLimit}, {Limit: AggregateLimit}},
 	}
 }
 
