@@ -9,6 +9,7 @@ import (
 
 	"github.com/allezon/allezon/schemas"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
@@ -125,6 +126,11 @@ func openPostgres(ctx context.Context, dsn string, opts Options) (*pgStore, erro
 	if opts.MaxConns > 0 {
 		cfg.MaxConns = opts.MaxConns
 	}
+	// Ping every connection taken from the pool (one round trip; the store
+	// makes a few calls a second): after a server restart or a failover the
+	// pool's idle connections are dead, and this drops them before use
+	// instead of failing the call.
+	cfg.ShouldPing = func(context.Context, pgxpool.ShouldPingParams) bool { return true }
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("aggregates: postgres pool: %w", err)
@@ -159,6 +165,7 @@ func (s *pgStore) Commit(ctx context.Context, deltas map[schemas.Cell]schemas.To
 	})
 	s.memo.wrote(minMinute(deltas))
 	if err != nil {
+		s.resetOnFailover(err)
 		return fmt.Errorf("aggregates: postgres commit: %w", err)
 	}
 	return nil
@@ -317,10 +324,22 @@ func (s *pgStore) DropBefore(ctx context.Context, minute int64) error {
 	}
 	// A batch outside a transaction runs as one implicit transaction.
 	if err := s.pool.SendBatch(ctx, batch).Close(); err != nil {
+		s.resetOnFailover(err)
 		return fmt.Errorf("aggregates: drop before minute %d: %w", minute, err)
 	}
 	s.memo.dropped(minute, gen)
 	return nil
+}
+
+// resetOnFailover empties the pool when err says the server behind a
+// connection stopped being a writable primary (shut down, or demoted in a
+// Patroni switchover while the connection survived): new connections then
+// go through the DSN's hosts and target_session_attrs again.
+func (s *pgStore) resetOnFailover(err error) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "25006" || strings.HasPrefix(pgErr.Code, "57P")) {
+		s.pool.Reset()
+	}
 }
 
 func (s *pgStore) Ping(ctx context.Context) error {
