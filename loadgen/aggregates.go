@@ -8,23 +8,23 @@ import (
 	"github.com/allezon/allezon/schemas"
 )
 
-// AggKind is one requested aggregate column.
-type AggKind uint8
+// aggKind is one requested aggregate column.
+type aggKind uint8
 
 const (
-	AggCount AggKind = iota
-	AggSumPrice
+	aggCount aggKind = iota
+	aggSumPrice
 )
 
 // param is the query parameter value; column the response column name.
-func (k AggKind) param() string  { return [...]string{"COUNT", "SUM_PRICE"}[k] }
-func (k AggKind) column() string { return [...]string{"count", "sum_price"}[k] }
+func (k aggKind) param() string  { return [...]string{"COUNT", "SUM_PRICE"}[k] }
+func (k aggKind) column() string { return [...]string{"count", "sum_price"}[k] }
 
-// AggregateQuery is one /aggregates question: the shared query plus the
+// aggregateQuery is one /aggregates question: the shared query plus the
 // aggregate columns in the order asked (repeats allowed).
-type AggregateQuery struct {
+type aggregateQuery struct {
 	schemas.AggregateQuery
-	Aggs []AggKind
+	Aggs []aggKind
 }
 
 // retention is how far back (event time, from the newest tag) the server
@@ -137,7 +137,7 @@ func (a *aggregateModel) watch(k filterKey, until int64) {
 // ranges that start after the newest minute sent so far and up to minute
 // until. Register a probe tag's filters before any tag of the first minute
 // a query may ask about is sent.
-func (m *Model) WatchFilters(t *schemas.UserTag, until int64) {
+func (m *model) WatchFilters(t *schemas.UserTag, until int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	for d := schemas.DimOrigin; d <= schemas.AllDims; d++ {
@@ -145,15 +145,8 @@ func (m *Model) WatchFilters(t *schemas.UserTag, until int64) {
 	}
 }
 
-// NewestSentMinute is the minute of the newest tag sent so far.
-func (m *Model) NewestSentMinute() (int64, bool) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.aggs.maxSentMinute, m.aggs.maxSentMinute != math.MinInt64
-}
-
 // UncertainMinute reports whether minute holds a tag whose request failed.
-func (m *Model) UncertainMinute(minute int64) bool {
+func (m *model) UncertainMinute(minute int64) bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.aggs.uncertain[minute]
@@ -161,7 +154,7 @@ func (m *Model) UncertainMinute(minute int64) bool {
 
 // PruneAggregates forgets minutes before minute: no query may start
 // earlier afterwards.
-func (m *Model) PruneAggregates(minute int64) {
+func (m *model) PruneAggregates(minute int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	a := &m.aggs
@@ -192,7 +185,7 @@ func (m *Model) PruneAggregates(minute int64) {
 // its minutes acknowledged at least the aggregate freshness ago), holds a
 // failed tag, is beyond the retention, or its filter was not tracked. It
 // appends to dst.
-func (m *Model) AggregateExpected(dst []byte, q *AggregateQuery, now time.Time) (body []byte, nonEmpty bool, reason string) {
+func (m *model) AggregateExpected(dst []byte, q *aggregateQuery, now time.Time) (body []byte, nonEmpty bool, reason string) {
 	n := q.Minutes()
 	if n <= 0 {
 		return dst, false, "empty range"
@@ -236,7 +229,7 @@ func (m *Model) AggregateExpected(dst []byte, q *AggregateQuery, now time.Time) 
 // aggregates in query order; one row per minute, every value a string.
 // The bucket is formatted with the time package, independently of the
 // server's code.
-func appendAggregatesBody(dst []byte, q *AggregateQuery, rows []schemas.Totals) []byte {
+func appendAggregatesBody(dst []byte, q *aggregateQuery, rows []schemas.Totals) []byte {
 	dst = append(dst, `{"columns":["1m_bucket","action"`...)
 	for _, f := range filterColumns {
 		if q.Filter&f.dim != 0 {
@@ -269,7 +262,7 @@ func appendAggregatesBody(dst []byte, q *AggregateQuery, rows []schemas.Totals) 
 		for _, k := range q.Aggs {
 			dst = append(dst, `,"`...)
 			v := tot.Count
-			if k == AggSumPrice {
+			if k == aggSumPrice {
 				v = tot.SumPrice
 			}
 			dst = strconv.AppendInt(dst, v, 10)
@@ -285,9 +278,9 @@ var filterColumns = [...]struct {
 	dim    schemas.Dims
 	column string
 	param  string
-	value  func(q *AggregateQuery) string
+	value  func(q *aggregateQuery) string
 }{
-	{schemas.DimOrigin, "origin", "origin", func(q *AggregateQuery) string { return q.Origin }},
-	{schemas.DimBrand, "brand_id", "brand_id", func(q *AggregateQuery) string { return q.BrandID }},
-	{schemas.DimCategory, "category_id", "category_id", func(q *AggregateQuery) string { return q.CategoryID }},
+	{schemas.DimOrigin, "origin", "origin", func(q *aggregateQuery) string { return q.Origin }},
+	{schemas.DimBrand, "brand_id", "brand_id", func(q *aggregateQuery) string { return q.BrandID }},
+	{schemas.DimCategory, "category_id", "category_id", func(q *aggregateQuery) string { return q.CategoryID }},
 }

@@ -16,7 +16,7 @@ func aggHarness(t *testing.T, tags ...schemas.UserTag) *harness {
 	return h
 }
 
-func (h *harness) aggregate(q AggregateQuery) (string, bool, string) {
+func (h *harness) aggregate(q aggregateQuery) (string, bool, string) {
 	body, nonEmpty, reason := h.m.AggregateExpected(nil, &q, h.query)
 	return string(body), nonEmpty, reason
 }
@@ -36,26 +36,26 @@ func TestAggregatesBody(t *testing.T) {
 
 	tests := []struct {
 		name string
-		q    AggregateQuery
+		q    aggregateQuery
 		want string
 	}{
 		{
 			name: "no filter, both aggregates, 64-bit sum",
-			q:    AggregateQuery{AggregateQuery: schemas.AggregateQuery{Action: schemas.Buy, FromMinute: m0 - 1, ToMinute: m0 + 1}, Aggs: []AggKind{AggCount, AggSumPrice}},
+			q:    aggregateQuery{AggregateQuery: schemas.AggregateQuery{Action: schemas.Buy, FromMinute: m0 - 1, ToMinute: m0 + 1}, Aggs: []aggKind{aggCount, aggSumPrice}},
 			want: `{"columns":["1m_bucket","action","count","sum_price"],"rows":[` +
 				`["2022-03-22T11:59:00","BUY","0","0"],["2022-03-22T12:00:00","BUY","3","4294967301"]]}`,
 		},
 		{
 			name: "filters in SPEC order, aggregates in query order, repeated",
-			q: AggregateQuery{AggregateQuery: schemas.AggregateQuery{Action: schemas.Buy, FromMinute: m0, ToMinute: m0 + 1,
-				Filter: schemas.DimOrigin | schemas.DimBrand, Origin: big.Origin, BrandID: "b2"}, Aggs: []AggKind{AggSumPrice, AggCount, AggSumPrice}},
+			q: aggregateQuery{AggregateQuery: schemas.AggregateQuery{Action: schemas.Buy, FromMinute: m0, ToMinute: m0 + 1,
+				Filter: schemas.DimOrigin | schemas.DimBrand, Origin: big.Origin, BrandID: "b2"}, Aggs: []aggKind{aggSumPrice, aggCount, aggSumPrice}},
 			want: `{"columns":["1m_bucket","action","origin","brand_id","sum_price","count","sum_price"],"rows":[` +
 				`["2022-03-22T12:00:00","BUY","Nike \"shop\"","b2","4294967294","2","4294967294"]]}`,
 		},
 		{
 			name: "category filter, VIEW",
-			q: AggregateQuery{AggregateQuery: schemas.AggregateQuery{Action: schemas.View, FromMinute: m0, ToMinute: m0 + 1,
-				Filter: schemas.DimCategory, CategoryID: "c1"}, Aggs: []AggKind{AggCount}},
+			q: aggregateQuery{AggregateQuery: schemas.AggregateQuery{Action: schemas.View, FromMinute: m0, ToMinute: m0 + 1,
+				Filter: schemas.DimCategory, CategoryID: "c1"}, Aggs: []aggKind{aggCount}},
 			want: `{"columns":["1m_bucket","action","category_id","count"],"rows":[["2022-03-22T12:00:00","VIEW","c1","1"]]}`,
 		},
 	}
@@ -72,9 +72,9 @@ func TestAggregatesFairness(t *testing.T) {
 	a := mkTag("c", 10, schemas.View, 5)
 	b := mkTag("c", 60_010, schemas.View, 5) // minute m0+1
 	c := mkTag("c", 120_010, schemas.View, 5)
-	count := []AggKind{AggCount}
-	q := func(from, to int64, f schemas.Dims) AggregateQuery {
-		return AggregateQuery{AggregateQuery: schemas.AggregateQuery{Action: schemas.View, FromMinute: from, ToMinute: to, Filter: f, Origin: "o1"}, Aggs: count}
+	count := []aggKind{aggCount}
+	q := func(from, to int64, f schemas.Dims) aggregateQuery {
+		return aggregateQuery{AggregateQuery: schemas.AggregateQuery{Action: schemas.View, FromMinute: from, ToMinute: to, Filter: f, Origin: "o1"}, Aggs: count}
 	}
 
 	h := aggHarness(t, a, b, c)
@@ -86,7 +86,7 @@ func TestAggregatesFairness(t *testing.T) {
 
 	tests := []struct {
 		name  string
-		q     AggregateQuery
+		q     aggregateQuery
 		query time.Time
 		want  string // reason, "" = fair
 	}{
@@ -125,7 +125,7 @@ func TestAggregatesRetention(t *testing.T) {
 	day := int64(24 * 60 * 60_000)
 	h := aggHarness(t, mkTag("c", 0, schemas.View, 1), mkTag("c", day+60_000, schemas.View, 1), mkTag("c", day+120_000, schemas.View, 1))
 	h.sendAndAckAll()
-	q := AggregateQuery{AggregateQuery: schemas.AggregateQuery{Action: schemas.View, FromMinute: m0, ToMinute: m0 + 1}, Aggs: []AggKind{AggCount}}
+	q := aggregateQuery{AggregateQuery: schemas.AggregateQuery{Action: schemas.View, FromMinute: m0, ToMinute: m0 + 1}, Aggs: []aggKind{aggCount}}
 	if _, _, reason := h.aggregate(q); reason != unfairRetention {
 		t.Errorf("minute a day before the newest tag: reason %q, want %q", reason, unfairRetention)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"math/rand/v2"
+	"strconv"
 	"time"
 
 	"github.com/allezon/allezon/schemas"
@@ -163,11 +164,14 @@ var oddNumbers = [...]string{"0", "-7", "12.50", "1.5e3", "2E-2", "-0.0"}
 // productID is mostly a string, sometimes an integer literal and rarely an
 // unusual number literal.
 func productID(r *rand.Rand) (string, bool) {
+	var buf [16]byte
 	switch p := r.IntN(100); {
 	case p < 85:
-		return fmt.Sprintf("P%07d", r.IntN(10_000_000)), false
+		// "P" and 7 digits, zero-padded.
+		b := strconv.AppendInt(append(buf[:0], "P0000000"...), int64(r.IntN(10_000_000)), 10)
+		return string(append(b[:1], b[len(b)-7:]...)), false
 	case p < 99:
-		return fmt.Sprint(1 + r.IntN(9_999_999)), true
+		return string(strconv.AppendInt(buf[:0], int64(1+r.IntN(9_999_999)), 10)), true
 	default:
 		return oddNumbers[r.IntN(len(oddNumbers))], true
 	}

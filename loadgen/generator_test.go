@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"math"
+	"strings"
 	"testing"
 	"time"
 	"unicode/utf8"
@@ -147,6 +148,19 @@ func TestPathSegment(t *testing.T) {
 	for _, tt := range tests {
 		if got := string(appendPathSegment(nil, tt.in)); got != tt.want {
 			t.Errorf("appendPathSegment(%q) = %q, want %q", tt.in, got, tt.want)
+		}
+	}
+}
+
+func TestProductIDFormat(t *testing.T) {
+	g := NewGenerator(5, DefaultStart)
+	for i := int64(0); i < 500; i++ {
+		tag := g.Tag(i)
+		if tag.ProductIDIsNumber {
+			continue
+		}
+		if len(tag.ProductID) != 8 || tag.ProductID[0] != 'P' || strings.Trim(tag.ProductID[1:], "0123456789") != "" {
+			t.Fatalf("tag %d: product_id %q, want P and 7 digits", i, tag.ProductID)
 		}
 	}
 }

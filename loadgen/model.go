@@ -8,19 +8,19 @@ import (
 	"github.com/allezon/allezon/schemas"
 )
 
-// TagSource gives back the content of a tag by its id; the model keeps
+// tagSource gives back the content of a tag by its id; the model keeps
 // ids, not tags, so its memory stays small. *Generator is one (not safe
 // for concurrent use, hence passed per call).
-type TagSource interface {
+type tagSource interface {
 	Tag(id int64) schemas.UserTag
 }
 
-// Model is the ground truth: what the server must answer, built only from
+// model is the ground truth: what the server must answer, built only from
 // tags whose POST got its 204, and aware of the tags still in flight or
 // failed (they may or may not be stored). Ids are given in send order
 // starting at 0, and event times never decrease with the id (the replay
 // guarantees both). It is safe for concurrent use.
-type Model struct {
+type model struct {
 	mu     sync.Mutex
 	settle *settleTracker
 
@@ -32,12 +32,12 @@ type Model struct {
 	aggs           aggregateModel
 }
 
-// NewModel returns an empty model. startMs is a lower bound of every
+// newModel returns an empty model. startMs is a lower bound of every
 // tag's event time; profileFresh and aggregateFresh are how old (wall
 // clock) an acknowledgement must be before a query may expect its tag
 // (SPEC.md: 10 s and 1 minute).
-func NewModel(startMs int64, profileFresh, aggregateFresh time.Duration) *Model {
-	return &Model{
+func newModel(startMs int64, profileFresh, aggregateFresh time.Duration) *model {
+	return &model{
 		profileHorizon: math.MinInt64,
 		settle:         newSettleTracker(startMs, max(profileFresh, aggregateFresh)),
 		profileFresh:   profileFresh,
@@ -50,7 +50,7 @@ func NewModel(startMs int64, profileFresh, aggregateFresh time.Duration) *Model 
 // Sent records that tag id is about to be posted for the first time. It
 // must be called before the request is written: from then on the server
 // may store the tag.
-func (m *Model) Sent(id int64, t *schemas.UserTag) {
+func (m *model) Sent(id int64, t *schemas.UserTag) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.settle.sent(id, t.TimeMs)
@@ -61,7 +61,7 @@ func (m *Model) Sent(id int64, t *schemas.UserTag) {
 // Acked records the 204 of tag id at now. retry says the tag had failed
 // before: its profile entry becomes certain, but it may have been counted
 // by the first attempt, so its minute stays uncertain for aggregates.
-func (m *Model) Acked(id int64, t *schemas.UserTag, retry bool, now time.Time) {
+func (m *model) Acked(id int64, t *schemas.UserTag, retry bool, now time.Time) {
 	ns := now.UnixNano()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -75,7 +75,7 @@ func (m *Model) Acked(id int64, t *schemas.UserTag, retry bool, now time.Time) {
 // Failed records that tag id's request ended without a 204 (transport
 // error, time-out, error status): the tag may or may not be stored and
 // counted.
-func (m *Model) Failed(id int64, t *schemas.UserTag, now time.Time) {
+func (m *model) Failed(id int64, t *schemas.UserTag, now time.Time) {
 	ns := now.UnixNano()
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -87,7 +87,7 @@ func (m *Model) Failed(id int64, t *schemas.UserTag, now time.Time) {
 // ProfileWatermark is the latest `to` a /user_profiles range may have at
 // now: every tag before it was acknowledged at least the profile freshness
 // ago (or failed). ok is false when none is known.
-func (m *Model) ProfileWatermark(now time.Time) (ms int64, ok bool) {
+func (m *model) ProfileWatermark(now time.Time) (ms int64, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.settle.watermark(m.profileFresh, now.UnixNano())
@@ -95,13 +95,13 @@ func (m *Model) ProfileWatermark(now time.Time) (ms int64, ok bool) {
 
 // AggregateWatermark is the latest minute (exclusive) an /aggregates range
 // may end at, at now.
-func (m *Model) AggregateWatermark(now time.Time) (minute int64, ok bool) {
+func (m *model) AggregateWatermark(now time.Time) (minute int64, ok bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.aggregateWatermarkLocked(now.UnixNano())
 }
 
-func (m *Model) aggregateWatermarkLocked(now int64) (int64, bool) {
+func (m *model) aggregateWatermarkLocked(now int64) (int64, bool) {
 	ms, ok := m.settle.watermark(m.aggregateFresh, now)
 	if !ok {
 		return 0, false

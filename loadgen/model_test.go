@@ -33,13 +33,13 @@ func mkTag(cookie string, offMs int64, action schemas.Action, price int32) schem
 // harness feeds a model with a source of tags.
 type harness struct {
 	t     *testing.T
-	m     *Model
+	m     *model
 	src   sliceSource
 	query time.Time // when queries are asked
 }
 
 func newHarness(t *testing.T, tags ...schemas.UserTag) *harness {
-	return &harness{t: t, m: NewModel(t0ms, fresh, time.Minute), src: tags, query: wall.Add(fresh + time.Second)}
+	return &harness{t: t, m: newModel(t0ms, fresh, time.Minute), src: tags, query: wall.Add(fresh + time.Second)}
 }
 
 func (h *harness) sendAll()       { h.sendRange(0, len(h.src)) }
@@ -59,7 +59,7 @@ func (h *harness) ackRange(a, b int, at time.Time) {
 // profile asks for cookie's tags in [from, to) (offsets from t0ms), limit
 // < 0 meaning no limit parameter.
 func (h *harness) profile(cookie string, from, to int64, limit int) (string, bool, string) {
-	q := ProfileQuery{Cookie: cookie, FromMs: t0ms + from, ToMs: t0ms + to, Limit: max(limit, 0), HasLimit: limit >= 0}
+	q := profileQuery{Cookie: cookie, FromMs: t0ms + from, ToMs: t0ms + to, Limit: max(limit, 0), HasLimit: limit >= 0}
 	body, nonEmpty, reason := h.m.ProfileExpected(nil, &q, h.query, h.src)
 	return string(body), nonEmpty, reason
 }

@@ -189,7 +189,7 @@ func cmpInt(a, b int64) int {
 // PruneProfiles forgets the tags older than horizonMs (event time) that
 // no query may ask about any more: a range must then start at or after
 // horizonMs. It bounds the model's memory on long runs.
-func (m *Model) PruneProfiles(horizonMs int64) {
+func (m *model) PruneProfiles(horizonMs int64) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if horizonMs <= m.profileHorizon {
@@ -219,8 +219,8 @@ func (p *profileModel) pruneBefore(horizonMs int64) {
 	}
 }
 
-// ProfileQuery is one /user_profiles question.
-type ProfileQuery struct {
+// profileQuery is one /user_profiles question.
+type profileQuery struct {
 	Cookie   string
 	FromMs   int64 // inclusive
 	ToMs     int64 // exclusive
@@ -232,7 +232,7 @@ type ProfileQuery struct {
 // whether it holds any tag, and an empty reason; or, when the answer is
 // not determined by what the server must keep and show, the reason. It
 // appends to dst; src re-creates the tags (each goroutine passes its own).
-func (m *Model) ProfileExpected(dst []byte, q *ProfileQuery, now time.Time, src TagSource) (body []byte, nonEmpty bool, reason string) {
+func (m *model) ProfileExpected(dst []byte, q *profileQuery, now time.Time, src tagSource) (body []byte, nonEmpty bool, reason string) {
 	ns := now.UnixNano()
 	limit := defaultLimit
 	if q.HasLimit {

@@ -69,7 +69,7 @@ type runner struct {
 	cfg     Config
 	client  *fasthttp.HostClient
 	baseURL string // scheme://host[:port][/path] without a trailing slash
-	model   *Model
+	model   *model
 	t0      time.Time
 
 	work chan workItem
@@ -118,7 +118,7 @@ func newRunner(cfg Config) (*runner, error) {
 			RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 		},
 		baseURL:    base,
-		model:      NewModel(startMs, cfg.ProfileFreshness, cfg.AggregateFreshness),
+		model:      newModel(startMs, cfg.ProfileFreshness, cfg.AggregateFreshness),
 		work:       make(chan workItem, cfg.Conns),
 		unacked:    make(map[int64]struct{}),
 		probedUpTo: schemas.MinuteOf(startMs) - 1,

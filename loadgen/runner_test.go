@@ -305,7 +305,7 @@ func TestWireURI(t *testing.T) {
 	r, _ := newRunner(cfg)
 	w := newWorker(r, 0)
 	for _, cookie := range oddCookies {
-		q := ProfileQuery{Cookie: cookie, FromMs: t0ms, ToMs: t0ms + 1500, HasLimit: true, Limit: 7}
+		q := profileQuery{Cookie: cookie, FromMs: t0ms, ToMs: t0ms + 1500, HasLimit: true, Limit: 7}
 		uri := appendProfileURI([]byte(r.baseURL), &q)
 		if _, _, _, err := w.post(uri, nil, time.Second); err != nil {
 			t.Fatal(err)
@@ -316,8 +316,8 @@ func TestWireURI(t *testing.T) {
 			t.Errorf("cookie %q: server saw %q (path %q), want %q", cookie, s.raw, s.path, wantRaw)
 		}
 	}
-	q := AggregateQuery{AggregateQuery: schemas.AggregateQuery{Action: schemas.Buy, FromMinute: t0ms / 60000, ToMinute: t0ms/60000 + 2,
-		Filter: schemas.DimOrigin | schemas.DimCategory, Origin: "a b", CategoryID: "c/d"}, Aggs: []AggKind{AggSumPrice, AggCount}}
+	q := aggregateQuery{AggregateQuery: schemas.AggregateQuery{Action: schemas.Buy, FromMinute: t0ms / 60000, ToMinute: t0ms/60000 + 2,
+		Filter: schemas.DimOrigin | schemas.DimCategory, Origin: "a b", CategoryID: "c/d"}, Aggs: []aggKind{aggSumPrice, aggCount}}
 	if _, _, _, err := w.post(appendAggregateURI([]byte(r.baseURL), &q), nil, time.Second); err != nil {
 		t.Fatal(err)
 	}

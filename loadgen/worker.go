@@ -196,7 +196,7 @@ func (w *worker) postTag(id int64, attempt int) {
 func (w *worker) queryProfile() {
 	r, e := w.r, &w.ep[1]
 	var (
-		q        ProfileQuery
+		q        profileQuery
 		expected []byte
 		nonEmpty bool
 		reason   string
@@ -239,9 +239,9 @@ func (w *worker) queryProfile() {
 
 // planProfile picks a cookie seen shortly before the watermark, a range
 // ending at or before it, and a limit.
-func (w *worker) planProfile(now time.Time) ProfileQuery {
+func (w *worker) planProfile(now time.Time) profileQuery {
 	rng := w.rng
-	var q ProfileQuery
+	var q profileQuery
 	wm, ok := w.r.model.ProfileWatermark(now)
 	if !ok {
 		wm = w.gen.StartMs()
@@ -284,7 +284,7 @@ func (w *worker) planProfile(now time.Time) ProfileQuery {
 }
 
 // appendProfileURI appends the path and query of q.
-func appendProfileURI(dst []byte, q *ProfileQuery) []byte {
+func appendProfileURI(dst []byte, q *profileQuery) []byte {
 	dst = append(dst, "/user_profiles/"...)
 	dst = appendPathSegment(dst, q.Cookie)
 	dst = append(dst, "?time_range="...)
@@ -328,7 +328,7 @@ func appendRangeTime(dst []byte, ms int64, millis bool) []byte {
 func (w *worker) queryAggregates() {
 	r, e := w.r, &w.ep[2]
 	var (
-		q        AggregateQuery
+		q        aggregateQuery
 		expected []byte
 		nonEmpty bool
 		reason   string
@@ -366,9 +366,9 @@ func (w *worker) queryAggregates() {
 // planAggregate picks a range of 1..10 whole minutes ending at or a little
 // before the watermark and clear of uncertain minutes, an action, one or
 // two aggregates, and a filter with values of a probe tag in the range.
-func (w *worker) planAggregate(now time.Time) (AggregateQuery, string) {
+func (w *worker) planAggregate(now time.Time) (aggregateQuery, string) {
 	rng, m := w.rng, w.r.model
-	var q AggregateQuery
+	var q aggregateQuery
 	wm, ok := m.AggregateWatermark(now)
 	if !ok {
 		return q, unfairWatermark
@@ -404,17 +404,17 @@ func (w *worker) planAggregate(now time.Time) (AggregateQuery, string) {
 	}
 	switch p := rng.IntN(100); {
 	case p < 30:
-		q.Aggs = []AggKind{AggCount}
+		q.Aggs = []aggKind{aggCount}
 	case p < 55:
-		q.Aggs = []AggKind{AggSumPrice}
+		q.Aggs = []aggKind{aggSumPrice}
 	case p < 75:
-		q.Aggs = []AggKind{AggCount, AggSumPrice}
+		q.Aggs = []aggKind{aggCount, aggSumPrice}
 	case p < 95:
-		q.Aggs = []AggKind{AggSumPrice, AggCount}
+		q.Aggs = []aggKind{aggSumPrice, aggCount}
 	case p < 98:
-		q.Aggs = []AggKind{AggCount, AggCount}
+		q.Aggs = []aggKind{aggCount, aggCount}
 	default:
-		q.Aggs = []AggKind{AggSumPrice, AggSumPrice}
+		q.Aggs = []aggKind{aggSumPrice, aggSumPrice}
 	}
 	if dims := schemas.Dims(rng.IntN(int(schemas.AllDims) + 1)); dims != 0 {
 		if t, ok := w.pickProbe(&q); ok {
@@ -427,7 +427,7 @@ func (w *worker) planAggregate(now time.Time) (AggregateQuery, string) {
 
 // pickProbe finds a probe tag within q's range, of q's action if one turns
 // up in a few draws.
-func (w *worker) pickProbe(q *AggregateQuery) (schemas.UserTag, bool) {
+func (w *worker) pickProbe(q *aggregateQuery) (schemas.UserTag, bool) {
 	var fallback schemas.UserTag
 	found := false
 	for range 16 {
@@ -446,7 +446,7 @@ func (w *worker) pickProbe(q *AggregateQuery) (schemas.UserTag, bool) {
 }
 
 // appendAggregateURI appends the path and query of q.
-func appendAggregateURI(dst []byte, q *AggregateQuery) []byte {
+func appendAggregateURI(dst []byte, q *aggregateQuery) []byte {
 	dst = append(dst, "/aggregates?time_range="...)
 	dst = appendRangeTime(dst, q.FromMinute*60000, false)
 	dst = append(dst, '_')
