@@ -236,6 +236,22 @@ func TestCommitsAddUpInAHalfOpenRange(t *testing.T) {
 	})
 }
 
+// TestLongRange: a range longer than one Postgres statement's minute array
+// (and than retention) is still answered minute by minute.
+func TestLongRange(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, _ string, s Store) {
+		d := make(map[schemas.Cell]schemas.Totals)
+		for _, m := range []int64{0, 1439, 1440, 2999, 3000} {
+			d[schemas.Cell{Minute: m, Origin: "o", BrandID: "b", CategoryID: "c"}] = schemas.Totals{Count: m + 1, SumPrice: 2 * m}
+		}
+		mustCommit(t, s, d)
+		for _, f := range allFilters {
+			checkQuery(t, s, []map[schemas.Cell]schemas.Totals{d}, &schemas.AggregateQuery{
+				FromMinute: 0, ToMinute: 3000, Filter: f, Origin: "o", BrandID: "b", CategoryID: "c"})
+		}
+	})
+}
+
 func TestOffsetsRoundTripPerTopicAndPartition(t *testing.T) {
 	forEachBackend(t, func(t *testing.T, _ string, s Store) {
 		mustCommit(t, s, nil,
@@ -267,23 +283,24 @@ func TestOffsetsRoundTripPerTopicAndPartition(t *testing.T) {
 // offset (of any of its partitions) fails with ErrFenced and stores neither
 // deltas nor offsets.
 func TestFencedCommitChangesNothing(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		offs []PartitionOffset
-	}{
-		{"never committed, Prev given", []PartitionOffset{{Topic: "t", Partition: 2, Prev: 3, Next: 4}}},
-		{"committed, Prev -1", []PartitionOffset{{Topic: "t", Partition: 0, Prev: -1, Next: 4}}},
-		{"stale Prev", []PartitionOffset{{Topic: "t", Partition: 0, Prev: 9, Next: 12}}},
-		{"Prev ahead", []PartitionOffset{{Topic: "t", Partition: 0, Prev: 11, Next: 12}}},
-		{"one of two partitions stale", []PartitionOffset{{Topic: "t", Partition: 0, Prev: 10, Next: 12}, {Topic: "t", Partition: 1, Prev: 1, Next: 2}}},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			forEachBackend(t, func(t *testing.T, _ string, s Store) {
-				c := schemas.Cell{Minute: 100, Action: schemas.Buy, Origin: "o", BrandID: "b", CategoryID: "c"}
-				before := map[schemas.Cell]schemas.Totals{c: {Count: 1, SumPrice: 10}}
-				mustCommit(t, s, before,
-					PartitionOffset{Topic: "t", Partition: 0, Prev: -1, Next: 10},
-					PartitionOffset{Topic: "t", Partition: 1, Prev: -1, Next: 3})
+	forEachBackend(t, func(t *testing.T, _ string, s Store) {
+		c := schemas.Cell{Minute: 100, Action: schemas.Buy, Origin: "o", BrandID: "b", CategoryID: "c"}
+		before := map[schemas.Cell]schemas.Totals{c: {Count: 1, SumPrice: 10}}
+		mustCommit(t, s, before,
+			PartitionOffset{Topic: "t", Partition: 0, Prev: -1, Next: 10},
+			PartitionOffset{Topic: "t", Partition: 1, Prev: -1, Next: 3})
+		// Every case runs on the same store: each must leave it as it was.
+		for _, tc := range []struct {
+			name string
+			offs []PartitionOffset
+		}{
+			{"never committed, Prev given", []PartitionOffset{{Topic: "t", Partition: 2, Prev: 3, Next: 4}}},
+			{"committed, Prev -1", []PartitionOffset{{Topic: "t", Partition: 0, Prev: -1, Next: 4}}},
+			{"stale Prev", []PartitionOffset{{Topic: "t", Partition: 0, Prev: 9, Next: 12}}},
+			{"Prev ahead", []PartitionOffset{{Topic: "t", Partition: 0, Prev: 11, Next: 12}}},
+			{"one of two partitions stale", []PartitionOffset{{Topic: "t", Partition: 0, Prev: 10, Next: 12}, {Topic: "t", Partition: 1, Prev: 1, Next: 2}}},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
 				err := s.Commit(context.Background(), randomDeltas(rand.New(rand.NewPCG(3, 4)), 200, 98, 5), tc.offs)
 				if !errors.Is(err, ErrFenced) {
 					t.Fatalf("Commit with %+v: err = %v, want ErrFenced", tc.offs, err)
@@ -298,8 +315,8 @@ func TestFencedCommitChangesNothing(t *testing.T) {
 					}
 				}
 			})
-		})
-	}
+		}
+	})
 }
 
 // TestConcurrentCommittersOneWins: committers racing with the same Prev
