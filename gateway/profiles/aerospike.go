@@ -32,9 +32,10 @@ const (
 // aerospikeStore keeps one record per cookie (user key = cookie) with a
 // key-ordered CDT map bin per action: map key = the 16-byte entry id
 // (appendEntryID: inverted time, then tag hash) as a blob, value = the
-// tag's canonical JSON blob. All ids have the same length and the same
-// msgpack header, so the server's key order (blobs compared bytewise) is
-// exactly the id order: newest first, index 0 the newest tag.
+// tag's canonical JSON blob. The server orders BYTES map keys "by each
+// byte" (Aerospike docs, "Collection Element Ordering and Comparison"),
+// and all ids have the same length and the same msgpack header, so the
+// map's key order is exactly the id order: index 0 is the newest tag.
 //
 // Append is one atomic Operate: put the entry, then remove every entry from
 // index Keep on. The record thus never holds more than Keep tags per action
