@@ -360,24 +360,6 @@ func (f *fixture) checkExact(minMinute int64) {
 	}
 }
 
-// totalCount is the store's count of all tags of both actions in the data's
-// minutes: a quick measure of progress.
-func (f *fixture) totalCount() int64 {
-	var n int64
-	from := schemas.MinuteOf(t0) - 1
-	for a := range schemas.Action(schemas.NumActions) {
-		q := schemas.AggregateQuery{Action: a, FromMinute: from, ToMinute: from + 60}
-		got, err := f.store.Query(context.Background(), &q)
-		if err != nil {
-			f.t.Fatalf("query: %v", err)
-		}
-		for _, tot := range got {
-			n += tot.Count
-		}
-	}
-	return n
-}
-
 // counterValue reads a counter's current value (the metrics are shared by
 // every test in the package, so tests compare differences).
 func counterValue(c prometheus.Counter) float64 {
@@ -497,39 +479,57 @@ func TestRunCountsEveryTagOnce(t *testing.T) {
 
 func TestRunRestartsMidStreamExactly(t *testing.T) {
 	f := newFixture(t)
-	tags := genTags(2, 6000, t0, 30)
 	sink := newFaultySink(f.store)
 	cfg := f.config("g-restart")
+	commits := func() int { return sink.commitsOf(0) + sink.commitsOf(1) }
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(15 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("not within 15s: %s", what)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 
+	// The stream goes on through every phase of the test.
+	stopProducing := make(chan struct{})
 	produced := make(chan struct{})
 	go func() {
 		defer close(produced)
-		f.produceSlowly(tags, 200, 40*time.Millisecond) // ~1.2 s
+		f.produceUntil(stopProducing, genTags(2, 40_000, t0, 20), 100, 40*time.Millisecond)
 	}()
 
 	// 1. A graceful stop mid-stream: the last flush commits what was read.
 	stop := f.start(cfg, sink)
-	f.waitOffsets(10*time.Second, "some progress", func(o map[int32]int64) bool { return len(o) > 0 })
+	waitFor("first commit", func() bool { return commits() > 0 })
 	stop()
 
-	// 2. A crash mid-stream: from some moment on, no commit reaches the
-	// store (the process died with its sums in memory).
+	// 2. A crash mid-stream: after some commits, no commit reaches the
+	// store any more (the process died with its sums in memory).
 	var crashed atomic.Bool
+	var lost atomic.Int32
 	sink.setBeforeCommit(func([]aggregates.PartitionOffset) error {
 		if crashed.Load() {
+			lost.Add(1)
 			return errInjected
 		}
 		return nil
 	})
+	before := commits()
 	stop = f.start(cfg, sink)
-	time.Sleep(400 * time.Millisecond)
+	waitFor("a commit after the restart", func() bool { return commits() > before })
 	crashed.Store(true)
-	time.Sleep(300 * time.Millisecond) // consumes and loses some sums
+	waitFor("a lost commit", func() bool { return lost.Load() > 0 })
 	stop()
 	crashed.Store(false)
 
 	// 3. Start again and let it finish the stream.
+	before = commits()
 	stop = f.start(cfg, sink)
+	waitFor("a commit after the crash", func() bool { return commits() > before })
+	close(stopProducing)
 	<-produced
 	f.waitCommitted(20 * time.Second)
 	stop()
