@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"testing"
 
+	"github.com/allezon/allezon/pipeline/aggregates"
 	"github.com/allezon/allezon/schemas"
 )
 
@@ -188,4 +189,69 @@ func BenchmarkAccumulate(b *testing.B) {
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
 		})
 	}
+}
+
+// BenchmarkDecodeAndAccumulate is the per-event work of a claim: decode the
+// Avro value (one allocation for its strings) and sum it into its cell.
+func BenchmarkDecodeAndAccumulate(b *testing.B) {
+	tags := benchTags(20_000, 20_000)
+	vals := make([][]byte, len(tags))
+	for i := range tags {
+		tags[i].Cookie = fmt.Sprintf("cookie-%d", i)
+		tags[i].Country = "PL"
+		tags[i].ProductID = fmt.Sprint(i % 5000)
+		v, err := schemas.AppendEventValue(nil, &tags[i])
+		if err != nil {
+			b.Fatal(err)
+		}
+		vals[i] = v
+	}
+	s := newCellSums(0)
+	var tag schemas.UserTag
+	b.ReportAllocs()
+	n := 0
+	for b.Loop() {
+		if err := schemas.DecodeEventValue(vals[n], &tag); err != nil {
+			b.Fatal(err)
+		}
+		s.add(&tag)
+		n++
+		if n == len(vals) {
+			n = 0
+			s.reset()
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkFlush measures one partition's flush into the real Pebble store:
+// a second of the target rate (20,000 tags, about one per full cell)
+// committed with its offsets. Each flush is a new stretch of event time, as
+// in the replay, so cells are new rather than merged onto old ones.
+func BenchmarkFlush(b *testing.B) {
+	store, err := aggregates.Open(b.Context(), "pebble://"+b.TempDir(), aggregates.Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer store.Close()
+	tags := benchTags(20_000, 20_000)
+	s := newCellSums(0)
+	prev := int64(-1)
+	b.ResetTimer()
+	for i := range b.N {
+		b.StopTimer()
+		for j := range tags {
+			tags[j].TimeMs += 20_000 // the next 20 s of event time
+			s.add(&tags[j])
+		}
+		next := int64(i+1) * int64(len(tags))
+		offs := []aggregates.PartitionOffset{{Topic: "bench", Partition: 0, Prev: prev, Next: next}}
+		b.StartTimer()
+		if err := store.Commit(b.Context(), s.deltas(), offs); err != nil {
+			b.Fatal(err)
+		}
+		s.reset()
+		prev = next
+	}
+	b.ReportMetric(float64(b.N*len(tags))/b.Elapsed().Seconds(), "cells/s")
 }

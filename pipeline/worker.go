@@ -135,6 +135,9 @@ func (c Config) sarama() *sarama.Config {
 	sc.Consumer.Group.ResetInvalidOffsets = false
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	sc.Consumer.Return.Errors = true
+	// Fail fast on a dead broker (the default is 30 s): Run backs off and
+	// reconnects on its own, and shutdown is not held up.
+	sc.Net.DialTimeout = 5 * time.Second
 	return sc
 }
 
@@ -455,6 +458,8 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 		log:     h.w.log.With("partition", p, "member", sess.MemberID(), "generation", sess.GenerationID()),
 	}
 	c.log.Debug("claim started", "offset", st.next, "stored", st.stored)
+	// The partition may move to another worker: stop reporting its lag.
+	defer consumerLag.DeleteLabelValues(c.topic, c.label)
 
 	tick := time.NewTicker(h.w.cfg.FlushInterval)
 	defer tick.Stop()
