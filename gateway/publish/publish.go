@@ -24,9 +24,8 @@ import (
 
 // Defaults for the zero values of Config.
 const (
-	DefaultFlushFrequency = 5 * time.Millisecond
-	DefaultFlushMessages  = 1000
-	DefaultTimeout        = 5 * time.Second
+	DefaultFlushMessages = 1000
+	DefaultTimeout       = 5 * time.Second
 )
 
 var (
@@ -44,11 +43,19 @@ type Config struct {
 	Brokers []string
 	// Topic receives every message.
 	Topic string
-	// FlushFrequency is how long the producer waits to batch concurrent
-	// requests into one produce request, default 5ms.
+	// FlushFrequency is how long a batch lingers for more messages
+	// before it is sent. 0 (the default) lingers not at all: the batch
+	// goes as soon as the previous produce request to the broker
+	// returned, and since there is one request in flight per broker
+	// (idempotence), the messages of concurrent requests that arrive
+	// meanwhile form the next batch by themselves. Every Publish waits
+	// for its ack, so a linger adds to each request's latency and caps a
+	// closed loop of N concurrent callers at N/linger messages/s:
+	// measured with 64 callers against the embedded broker on the shared
+	// 2-core machine, 5ms gave ~10k msgs/s, no linger 55k-95k.
 	FlushFrequency time.Duration
-	// FlushMessages sends a batch early once it holds that many messages,
-	// default 1000.
+	// FlushMessages sends a lingering batch early once it holds that
+	// many messages, default 1000. Unused without a linger.
 	FlushMessages int
 	// Timeout bounds every Publish, default 5s; a ctx deadline still
 	// applies when it is earlier.
@@ -64,9 +71,7 @@ func (c *Config) withDefaults() error {
 	if c.Topic == "" {
 		return errors.New("publish: no topic configured")
 	}
-	if c.FlushFrequency <= 0 {
-		c.FlushFrequency = DefaultFlushFrequency
-	}
+	c.FlushFrequency = max(c.FlushFrequency, 0)
 	if c.FlushMessages <= 0 {
 		c.FlushMessages = DefaultFlushMessages
 	}
@@ -94,8 +99,13 @@ func saramaConfig(c *Config) *sarama.Config {
 	sc.Producer.Return.Successes = true
 	sc.Producer.Return.Errors = true
 	sc.Producer.Partitioner = sarama.NewHashPartitioner
-	sc.Producer.Flush.Frequency = c.FlushFrequency
-	sc.Producer.Flush.Messages = c.FlushMessages
+	// With no flush trigger at all sarama sends whatever is buffered as
+	// soon as it can; a message count alone would hold a batch until
+	// that many messages came.
+	if c.FlushFrequency > 0 {
+		sc.Producer.Flush.Frequency = c.FlushFrequency
+		sc.Producer.Flush.Messages = c.FlushMessages
+	}
 	// Room for bursts of many concurrent requests in front of the batcher.
 	sc.ChannelBufferSize = 4096
 

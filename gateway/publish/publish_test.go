@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -350,23 +351,70 @@ func TestPendingIsPooled(t *testing.T) {
 	}
 }
 
+// BenchmarkPublishParallel publishes 200-byte messages from 64 concurrent
+// callers, each waiting for its ack as the gateway's handlers do, with no
+// linger (the default) and with a 5ms one.
 func BenchmarkPublishParallel(b *testing.B) {
 	br := brokertest.Start(b, broker.Config{Topic: testTopic})
-	p := newPublisher(b, br.Addrs(), 0)
-	value := make([]byte, 200)
-	b.SetParallelism(32) // 32 × GOMAXPROCS concurrent requests
-	b.ReportAllocs()
-	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		key := []byte("bench-key-000")
-		ctx := context.Background()
-		for i := 0; pb.Next(); i++ {
-			key[len(key)-1] = byte('0' + i%10)
-			if err := p.Publish(ctx, key, value); err != nil {
-				b.Error(err)
-				return
+	for _, linger := range []time.Duration{0, 5 * time.Millisecond} {
+		b.Run("linger="+linger.String(), func(b *testing.B) {
+			p, err := New(Config{Brokers: br.Addrs(), Topic: testTopic, FlushFrequency: linger, Logger: quietLogger()})
+			if err != nil {
+				b.Fatal(err)
 			}
-		}
+			defer p.Close()
+			value := make([]byte, 200)
+			b.SetParallelism(max(64/runtime.GOMAXPROCS(0), 1))
+			b.ReportAllocs()
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				key := []byte("bench-key-000")
+				ctx := context.Background()
+				for i := 0; pb.Next(); i++ {
+					key[len(key)-1] = byte('0' + i%10)
+					if err := p.Publish(ctx, key, value); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
+}
+
+// BenchmarkPendingCycle compares the publisher's own per-message work with
+// a pooled pending (the implementation) and with a fresh one per message
+// (a new message, buffer, result channel and timer every call).
+func BenchmarkPendingCycle(b *testing.B) {
+	key, value := []byte("key"), make([]byte, 200)
+	b.Run("pooled", func(b *testing.B) {
+		p := &Publisher{}
+		p.pending.New = func() any { return newPending() }
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				pm := p.getPending()
+				pm.fill(testTopic, key, value)
+				pm.timer.Reset(time.Hour)
+				pm.result <- nil
+				<-pm.result
+				pm.timer.Stop()
+				p.putPending(pm)
+			}
+		})
 	})
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+	b.Run("fresh", func(b *testing.B) {
+		b.ReportAllocs()
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				pm := newPending()
+				pm.fill(testTopic, key, value)
+				pm.timer.Reset(time.Hour)
+				pm.result <- nil
+				<-pm.result
+				pm.timer.Stop()
+			}
+		})
+	})
 }
