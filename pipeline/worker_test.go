@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -73,6 +74,9 @@ type fixture struct {
 	addrs    []string
 	store    aggregates.Store
 	producer sarama.SyncProducer
+	// restartBroker closes the broker and, after down, starts it again
+	// with the same options (with a data dir and fixed port: the same log).
+	restartBroker func(down time.Duration)
 
 	mu sync.Mutex
 	// tags are the valid tags produced; at[p][offset] is the tag at that
@@ -84,13 +88,22 @@ type fixture struct {
 	end map[int32]int64
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, opts ...kfake.Opt) *fixture {
 	t.Helper()
-	cluster, err := kfake.NewCluster(kfake.SeedTopics(2, testTopic), kfake.GroupMinSessionTimeout(100*time.Millisecond))
+	opts = append([]kfake.Opt{kfake.SeedTopics(2, testTopic), kfake.GroupMinSessionTimeout(100 * time.Millisecond)}, opts...)
+	cluster, err := kfake.NewCluster(opts...)
 	if err != nil {
 		t.Fatalf("start kfake: %v", err)
 	}
-	t.Cleanup(cluster.Close)
+	f := &fixture{t: t, addrs: cluster.ListenAddrs(), at: map[int32]map[int64]schemas.UserTag{}, end: map[int32]int64{}}
+	f.restartBroker = func(down time.Duration) {
+		cluster.Close()
+		time.Sleep(down)
+		if cluster, err = kfake.NewCluster(opts...); err != nil {
+			t.Fatalf("restart kfake: %v", err)
+		}
+	}
+	t.Cleanup(func() { cluster.Close() })
 	store, err := aggregates.Open(t.Context(), "pebble://"+t.TempDir(), aggregates.Options{Logger: testLogger(t)})
 	if err != nil {
 		t.Fatalf("open store: %v", err)
@@ -108,10 +121,8 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatalf("start producer: %v", err)
 	}
 	t.Cleanup(func() { producer.Close() })
-	return &fixture{
-		t: t, addrs: cluster.ListenAddrs(), store: store, producer: producer,
-		at: map[int32]map[int64]schemas.UserTag{}, end: map[int32]int64{},
-	}
+	f.store, f.producer = store, producer
+	return f
 }
 
 // produce sends tags as the gateway does (Avro key and value) and records
@@ -589,6 +600,30 @@ func TestTwoWorkersFailOverExactly(t *testing.T) {
 	stopA()
 	stopB()
 	f.checkExact(0)
+}
+
+func TestRunSurvivesBrokerRestart(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	f := newFixture(t, kfake.DataDir(t.TempDir()), kfake.Ports(port))
+	tags := genTags(8, 3000, t0, 50)
+	errsBefore := counterValue(consumerErrors)
+
+	f.produce(tags[:1500], 0)
+	stop := f.start(f.config("g-broker"), f.store)
+	f.waitCommitted(20 * time.Second)
+	f.restartBroker(2 * time.Second)
+	f.produce(tags[1500:], 0)
+	f.waitCommitted(30 * time.Second)
+	stop()
+	f.checkExact(0)
+	if counterValue(consumerErrors) == errsBefore {
+		t.Error("consumer errors metric did not move across a broker restart")
+	}
 }
 
 func TestRunResumesAfterFencedCommit(t *testing.T) {
