@@ -253,7 +253,7 @@ func (p *Publisher) complete(m *sarama.ProducerMessage, err error) {
 	// The caller timed out and returned; sarama no longer holds the
 	// buffers, so the message can be reused.
 	if err != nil {
-		p.log.Warn("publish: message of a timed-out request failed", "err", err)
+		p.log.Debug("publish: message of a timed-out request failed", "err", err)
 	} else {
 		metricLateAcks.Inc()
 	}
@@ -301,15 +301,19 @@ func (p *Publisher) send(ctx context.Context, pm *pending) error {
 		metricError.Inc()
 		return ErrClosed
 	}
+	pm.gen = p.gen
+	// Counted before the hand-over so that complete's decrement, which
+	// may come first, never takes the gauge below zero.
+	metricInflight.Inc()
 	select {
-	case p.gen.producer.Input() <- pm.msg:
-		pm.gen = p.gen
-		metricInflight.Inc()
+	case pm.gen.producer.Input() <- pm.msg:
 		return nil
 	case <-ctx.Done():
+		metricInflight.Dec()
 		metricTimeout.Inc()
 		return fmt.Errorf("%w: %w", ErrTimeout, ctx.Err())
 	case <-pm.timer.C:
+		metricInflight.Dec()
 		metricTimeout.Inc()
 		return fmt.Errorf("%w: producer queue full for %v", ErrTimeout, p.cfg.Timeout)
 	}
