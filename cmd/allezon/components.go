@@ -1,0 +1,233 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/allezon/allezon/broker"
+	"github.com/allezon/allezon/gateway"
+	"github.com/allezon/allezon/gateway/profiles"
+	"github.com/allezon/allezon/gateway/publish"
+	"github.com/allezon/allezon/pipeline"
+	"github.com/allezon/allezon/pipeline/aggregates"
+	"github.com/allezon/allezon/services/postgres"
+)
+
+// closers shuts down what a command started, in reverse order of starting.
+type closers struct {
+	names []string
+	fns   []func() error
+}
+
+func (c *closers) add(name string, fn func() error) {
+	c.names = append(c.names, name)
+	c.fns = append(c.fns, fn)
+}
+
+func (c *closers) close(log *slog.Logger) {
+	for i := len(c.fns) - 1; i >= 0; i-- {
+		if err := c.fns[i](); err != nil {
+			log.Error("shutdown", "component", c.names[i], "err", err)
+		}
+	}
+}
+
+// runAll runs every component in one process: the embedded broker (unless
+// --events names a Kafka), the stores, a stream worker and the gateway.
+func runAll(ctx context.Context, args []string) error {
+	var c config
+	fs := newFlagSet("all")
+	c.commonFlags(fs, ":8088")
+	c.eventsFlags(fs)
+	c.gatewayFlags(fs)
+	c.aggregatesFlags(fs)
+	c.pipelineFlags(fs)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	return run(ctx, &c, true, true)
+}
+
+// runGateway runs the gateway alone.
+func runGateway(ctx context.Context, args []string) error {
+	var c config
+	fs := newFlagSet("gateway")
+	c.commonFlags(fs, ":8088")
+	c.eventsFlags(fs)
+	c.gatewayFlags(fs)
+	c.aggregatesFlags(fs)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	return run(ctx, &c, true, false)
+}
+
+// runPipeline runs a stream worker alone, with /health and /metrics.
+func runPipeline(ctx context.Context, args []string) error {
+	var c config
+	fs := newFlagSet("pipeline")
+	c.commonFlags(fs, ":8089")
+	c.eventsFlags(fs)
+	c.aggregatesFlags(fs)
+	c.pipelineFlags(fs)
+	if err := fs.parse(args); err != nil {
+		return err
+	}
+	return run(ctx, &c, false, true)
+}
+
+// run starts the chosen components and blocks until ctx ends or one fails.
+func run(ctx context.Context, c *config, withGateway, withPipeline bool) error {
+	c.resolve()
+	log, err := c.logger()
+	if err != nil {
+		return err
+	}
+	var cl closers
+	defer cl.close(log)
+	health := map[string]gateway.Pinger{}
+
+	brokers, topic, err := startEvents(c, log, &cl)
+	if err != nil {
+		return err
+	}
+	agg, err := openAggregates(ctx, c, log, withPipeline)
+	if err != nil {
+		return err
+	}
+	cl.add("aggregates", agg.Close)
+	health["aggregates"] = agg
+	if withGateway && !withPipeline && strings.HasPrefix(c.Aggregates, "pebble://") {
+		log.Warn("the gateway alone reads a Pebble aggregates store that only a pipeline in the same process writes; use --aggregates postgres://... with a separate pipeline")
+	}
+
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	if withPipeline {
+		stop := startPipeline(ctx, c, log, brokers, topic, agg, cancel)
+		cl.add("pipeline", stop)
+	}
+
+	b := gateway.Backends{Health: health}
+	if withGateway {
+		prof, err := profiles.Open(ctx, c.Profiles, profiles.Options{Logger: log})
+		if err != nil {
+			return fmt.Errorf("profile store: %w", err)
+		}
+		cl.add("profiles", prof.Close)
+		pub, err := publish.New(publish.Config{Brokers: brokers, Topic: topic, Timeout: c.BackendTimeout, Logger: log})
+		if err != nil {
+			return fmt.Errorf("event publisher: %w", err)
+		}
+		cl.add("publisher", pub.Close)
+		b.Profiles, b.Events, b.Aggregates = prof, pub, agg
+		health["profiles"], health["events"] = prof, pub
+	}
+	return serveHTTP(ctx, c, log, b, cancel)
+}
+
+// startEvents starts the embedded broker when asked to, and says where the
+// event log is.
+func startEvents(c *config, log *slog.Logger, cl *closers) ([]string, string, error) {
+	if !c.embeddedEvents() {
+		return kafkaURL(c.Events)
+	}
+	b, err := broker.Start(broker.Config{
+		Dir:        filepath.Join(c.DataDir, "events"),
+		Addr:       c.BrokerAddr,
+		Topic:      defaultTopic,
+		Partitions: int32(c.Partitions),
+		Retention:  c.EventsRetention,
+		Logger:     log,
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("embedded broker: %w", err)
+	}
+	cl.add("broker", func() error { b.Close(); return nil })
+	return b.Addrs(), defaultTopic, nil
+}
+
+// openAggregates opens the aggregates store; the pipeline migrates a
+// PostgreSQL schema before it writes.
+func openAggregates(ctx context.Context, c *config, log *slog.Logger, migrate bool) (aggregates.Store, error) {
+	if migrate && isPostgres(c.Aggregates) {
+		if err := postgres.Migrate(ctx, c.Aggregates); err != nil {
+			return nil, fmt.Errorf("migrate aggregates schema: %w", err)
+		}
+	}
+	s, err := aggregates.Open(ctx, c.Aggregates, aggregates.Options{Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("aggregates store: %w", err)
+	}
+	return s, nil
+}
+
+func isPostgres(dsn string) bool {
+	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
+}
+
+// startPipeline runs a stream worker until ctx ends; a worker that fails
+// stops the whole process (fail cancels it). The returned func stops it
+// and waits for its last flush.
+func startPipeline(ctx context.Context, c *config, log *slog.Logger, brokers []string, topic string,
+	sink pipeline.Sink, fail context.CancelCauseFunc) func() error {
+	session := c.SessionTimeout
+	if session <= 0 {
+		session = 10 * time.Second
+		if c.embeddedEvents() {
+			session = time.Second
+		}
+	}
+	pctx, stop := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		err := pipeline.Run(pctx, pipeline.Config{
+			Brokers: brokers, Topic: topic, Group: c.Group,
+			FlushInterval: c.FlushInterval, Retention: c.Retention,
+			SessionTimeout: session, HeartbeatInterval: session / 3,
+			Logger: log,
+		}, sink)
+		if err != nil {
+			fail(fmt.Errorf("pipeline: %w", err))
+		}
+	}()
+	return func() error { stop(); wg.Wait(); return nil }
+}
+
+// serveHTTP serves the gateway (or, without stores, health and metrics)
+// until ctx ends, then drains requests in flight.
+func serveHTTP(ctx context.Context, c *config, log *slog.Logger, b gateway.Backends, fail context.CancelCauseFunc) error {
+	srv := gateway.New(gateway.Config{
+		Addr: c.HTTPAddr, BackendTimeout: c.BackendTimeout, MaxBodyBytes: c.MaxBodyBytes, Logger: log,
+	}, b)
+	ln, err := net.Listen("tcp", c.HTTPAddr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", c.HTTPAddr, err)
+	}
+	log.Info("serving HTTP", "addr", ln.Addr().String(), "version", version, "query_debug", gateway.DebugBuild)
+	go func() {
+		if err := srv.Serve(ln); err != nil {
+			fail(err)
+		}
+	}()
+	<-ctx.Done()
+	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	defer cancel()
+	if err := srv.Shutdown(sctx); err != nil {
+		log.Error("HTTP shutdown", "err", err)
+	}
+	if cause := context.Cause(ctx); cause != nil && !errors.Is(cause, context.Canceled) {
+		return cause
+	}
+	log.Info("shutting down")
+	return nil
+}

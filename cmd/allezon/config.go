@@ -1,0 +1,115 @@
+package main
+
+import (
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// config is every setting of every component; each subcommand registers
+// the flags it uses.
+type config struct {
+	HTTPAddr   string
+	DataDir    string
+	Profiles   string
+	Events     string
+	Aggregates string
+
+	// Embedded broker.
+	BrokerAddr      string
+	Partitions      int
+	EventsRetention time.Duration
+
+	// Gateway.
+	BackendTimeout time.Duration
+	MaxBodyBytes   int
+
+	// Pipeline.
+	Group          string
+	FlushInterval  time.Duration
+	Retention      time.Duration
+	SessionTimeout time.Duration
+
+	ShutdownTimeout time.Duration
+	LogLevel        string
+	LogFormat       string
+}
+
+const defaultTopic = "allezon-events"
+
+func (c *config) commonFlags(fs *flagSet, httpDefault string) {
+	fs.String(&c.HTTPAddr, "http", "ALLEZON_HTTP_ADDR", httpDefault, "HTTP listen address")
+	fs.String(&c.DataDir, "data", "ALLEZON_DATA_DIR", "./data", "data directory of the embedded backends")
+	fs.Duration(&c.ShutdownTimeout, "shutdown-timeout", "ALLEZON_SHUTDOWN_TIMEOUT", 10*time.Second, "how long a SIGTERM may take to drain")
+	fs.String(&c.LogLevel, "log-level", "ALLEZON_LOG_LEVEL", "info", "debug, info, warn or error")
+	fs.String(&c.LogFormat, "log-format", "ALLEZON_LOG_FORMAT", "text", "text or json")
+}
+
+func (c *config) eventsFlags(fs *flagSet) {
+	fs.String(&c.Events, "events", "ALLEZON_EVENTS", "embedded", "event log: embedded, or kafka://broker:9092[,broker:9092]/<topic>")
+	fs.String(&c.BrokerAddr, "broker-addr", "ALLEZON_BROKER_ADDR", "127.0.0.1:0", "listen address of the embedded broker")
+	fs.Int(&c.Partitions, "partitions", "ALLEZON_PARTITIONS", 2, "partitions of the embedded broker's topic")
+	fs.Duration(&c.EventsRetention, "events-retention", "ALLEZON_EVENTS_RETENTION", time.Hour, "how long the embedded broker keeps events")
+}
+
+func (c *config) gatewayFlags(fs *flagSet) {
+	fs.String(&c.Profiles, "profiles", "ALLEZON_PROFILES", "", "profile store: pebble://<dir> (default <data>/profiles) or aerospike://host:3000[,host:3000]/<namespace>")
+	fs.Duration(&c.BackendTimeout, "backend-timeout", "ALLEZON_BACKEND_TIMEOUT", 2*time.Second, "deadline of one request's work on the backends")
+	fs.Int(&c.MaxBodyBytes, "max-body", "ALLEZON_MAX_BODY_BYTES", 64<<10, "largest request body accepted (413 above)")
+}
+
+func (c *config) aggregatesFlags(fs *flagSet) {
+	fs.String(&c.Aggregates, "aggregates", "ALLEZON_AGGREGATES", "", "aggregates store: pebble://<dir> (default <data>/aggregates) or postgres://user:pass@host:port/db")
+}
+
+func (c *config) pipelineFlags(fs *flagSet) {
+	fs.String(&c.Group, "group", "ALLEZON_GROUP", "allezon-pipeline", "consumer group of the stream workers")
+	fs.Duration(&c.FlushInterval, "flush-interval", "ALLEZON_FLUSH_INTERVAL", time.Second, "how often workers commit aggregates")
+	fs.Duration(&c.Retention, "retention", "ALLEZON_RETENTION", 24*time.Hour, "aggregates kept behind the newest event time")
+	fs.Duration(&c.SessionTimeout, "session-timeout", "ALLEZON_SESSION_TIMEOUT", 0, "consumer group session timeout (0: 1s on the embedded broker, 10s on Kafka)")
+}
+
+// resolve fills the defaults that depend on other settings.
+func (c *config) resolve() {
+	if c.Profiles == "" {
+		c.Profiles = "pebble://" + filepath.Join(c.DataDir, "profiles")
+	}
+	if c.Aggregates == "" {
+		c.Aggregates = "pebble://" + filepath.Join(c.DataDir, "aggregates")
+	}
+}
+
+// embeddedEvents reports whether the event log is the in-process broker.
+func (c *config) embeddedEvents() bool { return c.Events == "embedded" }
+
+// kafkaURL splits kafka://host:port[,host:port]/topic.
+func kafkaURL(s string) (brokers []string, topic string, err error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "kafka" || u.Host == "" {
+		return nil, "", fmt.Errorf("events %q: want embedded or kafka://host:port[,host:port]/<topic>", s)
+	}
+	topic = strings.Trim(u.Path, "/")
+	if topic == "" {
+		topic = defaultTopic
+	}
+	return strings.Split(u.Host, ","), topic, nil
+}
+
+func (c *config) logger() (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(c.LogLevel)); err != nil {
+		return nil, fmt.Errorf("log-level %q: %w", c.LogLevel, err)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch c.LogFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
+	}
+	return nil, fmt.Errorf("log-format %q: want text or json", c.LogFormat)
+}
