@@ -67,6 +67,16 @@
 // outage window (Config.Outages) are reported apart and do not fail the
 // verdict; with Retry, a tag never acknowledged by the end does.
 //
+// What a crash test can show follows from this: the minute holding the
+// requests cut by a kill -9 is never asked about, so to check that the
+// pipeline neither loses nor double-counts its uncommitted deltas of the
+// previous minute across the restart, kill shortly (one to two seconds)
+// after an event-minute boundary. With Start on a whole minute and the
+// target rate reached, event time runs with the wall clock: kill at
+// k×60 s + ~1.5 s of the run, declare an outage window around it, and
+// give Settle at least the aggregate freshness plus a few seconds so the
+// last minutes are asked about too.
+//
 // # Comparison
 //
 // Answers are parsed, not compared as bytes: profiles compare the cookie

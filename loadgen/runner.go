@@ -16,8 +16,9 @@ import (
 // Scheduling bounds.
 const (
 	// maxLag is how far the open-loop schedule may fall behind before it
-	// gives up the missed slots instead of bursting to catch up.
-	maxLag = 50 * time.Millisecond
+	// gives up the missed slots instead of bursting to catch up (a burst
+	// is also bounded by Conns requests in flight).
+	maxLag = 200 * time.Millisecond
 	// minSleep: a wait shorter than this is not slept (timers are coarse);
 	// the tag goes out a little early instead.
 	minSleep = 200 * time.Microsecond

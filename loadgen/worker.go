@@ -74,8 +74,9 @@ func (w *worker) loop() {
 	}
 }
 
-// post sends a POST to uri with body and returns the status, the latency
-// and the transport error. The response body stays in w.resp.
+// post sends a POST to uri with body and returns when it started, the
+// latency, the status (0 on a transport error) and the transport error.
+// The response body stays in w.resp.
 func (w *worker) post(uri, body []byte, timeout time.Duration) (time.Time, time.Duration, int, error) {
 	req := w.req
 	req.Reset()
@@ -86,7 +87,11 @@ func (w *worker) post(uri, body []byte, timeout time.Duration) (time.Time, time.
 	w.resp.Reset()
 	start := time.Now()
 	err := w.r.client.DoTimeout(req, w.resp, timeout)
-	return start, time.Since(start), w.resp.StatusCode(), err
+	lat := time.Since(start)
+	if err != nil {
+		return start, lat, 0, err
+	}
+	return start, lat, w.resp.StatusCode(), nil
 }
 
 // record counts one request's outcome on e and reports whether it got
