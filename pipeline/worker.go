@@ -90,6 +90,9 @@ const (
 	// jitter, reset by a session that ends cleanly.
 	minBackoff = 100 * time.Millisecond
 	maxBackoff = 10 * time.Second
+	// minSessionLife is the shortest consumer group session after which
+	// the worker rejoins without backing off.
+	minSessionLife = time.Second
 )
 
 func (c Config) withDefaults() Config {
@@ -227,6 +230,7 @@ func (w *worker) runGroup(ctx context.Context, bo *backoff) error {
 	topics := []string{w.cfg.Topic}
 	for ctx.Err() == nil {
 		h.failed.Store(false)
+		began := time.Now()
 		err := group.Consume(ctx, topics, h)
 		switch {
 		case ctx.Err() != nil:
@@ -241,8 +245,12 @@ func (w *worker) runGroup(ctx context.Context, bo *backoff) error {
 			// A commit failed: the claims ended to re-read from the stored
 			// offsets. Back off so a store outage is not hammered.
 			sleep(ctx, bo.next())
+		case time.Since(began) < minSessionLife:
+			// Sessions that end as soon as they start (a claim that cannot
+			// start, a group that keeps rebalancing) must not spin.
+			sleep(ctx, bo.next())
 		default:
-			// A clean rebalance: rejoin at once.
+			// A clean rebalance after a useful session: rejoin at once.
 			bo.reset()
 		}
 	}
