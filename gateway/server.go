@@ -60,8 +60,12 @@ type Config struct {
 	ReadTimeout    time.Duration
 	WriteTimeout   time.Duration
 	IdleTimeout    time.Duration
-	MaxBodyBytes   int
-	Logger         *slog.Logger
+	// MaxTagBytes bounds a POST /user_tags body (413 above). Queries carry
+	// their expected answer as the body in debug mode, up to 400 tags, so
+	// they get the larger MaxQueryBytes.
+	MaxTagBytes   int
+	MaxQueryBytes int
+	Logger        *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -80,8 +84,11 @@ func (c *Config) setDefaults() {
 	if c.IdleTimeout <= 0 {
 		c.IdleTimeout = 60 * time.Second
 	}
-	if c.MaxBodyBytes <= 0 {
-		c.MaxBodyBytes = 64 << 10
+	if c.MaxTagBytes <= 0 {
+		c.MaxTagBytes = 64 << 10
+	}
+	if c.MaxQueryBytes <= 0 {
+		c.MaxQueryBytes = 4 << 20
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -107,7 +114,7 @@ func New(cfg Config, b Backends) *Server {
 		ReadTimeout:                  cfg.ReadTimeout,
 		WriteTimeout:                 cfg.WriteTimeout,
 		IdleTimeout:                  cfg.IdleTimeout,
-		MaxRequestBodySize:           cfg.MaxBodyBytes,
+		MaxRequestBodySize:           max(cfg.MaxTagBytes, cfg.MaxQueryBytes),
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
 		ErrorHandler:                 s.transportError,

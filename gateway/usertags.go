@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"strconv"
 	"sync"
 	"time"
 
@@ -24,6 +25,10 @@ var tagScratchPool = sync.Pool{New: func() any { return &tagScratch{json: make([
 // entry and publishes again, whereas the other order could count a retried
 // tag twice in the aggregates.
 func (s *Server) userTags(ctx *fasthttp.RequestCtx, rid string) {
+	if len(ctx.PostBody()) > s.cfg.MaxTagBytes {
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "user tag body larger than "+strconv.Itoa(s.cfg.MaxTagBytes)+" bytes")
+		return
+	}
 	sc := tagScratchPool.Get().(*tagScratch)
 	defer tagScratchPool.Put(sc)
 

@@ -207,7 +207,7 @@ func startPipeline(ctx context.Context, c *config, log *slog.Logger, brokers []s
 // until ctx ends, then drains requests in flight.
 func serveHTTP(ctx context.Context, c *config, log *slog.Logger, b gateway.Backends, fail context.CancelCauseFunc) error {
 	srv := gateway.New(gateway.Config{
-		Addr: c.HTTPAddr, BackendTimeout: c.BackendTimeout, MaxBodyBytes: c.MaxBodyBytes, Logger: log,
+		Addr: c.HTTPAddr, BackendTimeout: c.BackendTimeout, MaxTagBytes: c.MaxTagBytes, MaxQueryBytes: c.MaxQueryBytes, Logger: log,
 	}, b)
 	ln, err := net.Listen("tcp", c.HTTPAddr)
 	if err != nil {
