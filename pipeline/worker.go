@@ -61,6 +61,10 @@ type Config struct {
 	// DropInterval is how often (wall time) the worker checks whether the
 	// retention cut-off moved and drops the minutes behind it.
 	DropInterval time.Duration // default 1m
+	// RetentionQuorum is how many events a minute must hold before it
+	// counts as the newest event time for retention, so one stray tag
+	// from the far future cannot drop the real minutes (see eventClock).
+	RetentionQuorum int // default 100
 
 	// SessionTimeout and HeartbeatInterval tune the consumer group: how
 	// fast a dead worker's partitions move to a live one. Real Kafka
@@ -76,6 +80,7 @@ const (
 	defaultGroup             = "allezon-pipeline"
 	defaultFlushInterval     = time.Second
 	defaultRetention         = 24 * time.Hour
+	defaultRetentionQuorum   = 100
 	defaultDropInterval      = time.Minute
 	defaultSessionTimeout    = 10 * time.Second
 	defaultHeartbeatInterval = 3 * time.Second
@@ -100,6 +105,7 @@ func (c Config) withDefaults() Config {
 	c.FlushInterval = cmp.Or(c.FlushInterval, defaultFlushInterval)
 	c.Retention = cmp.Or(c.Retention, defaultRetention)
 	c.DropInterval = cmp.Or(c.DropInterval, defaultDropInterval)
+	c.RetentionQuorum = cmp.Or(c.RetentionQuorum, defaultRetentionQuorum)
 	c.SessionTimeout = cmp.Or(c.SessionTimeout, defaultSessionTimeout)
 	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, defaultHeartbeatInterval)
 	if c.Logger == nil {
@@ -114,7 +120,7 @@ func (c Config) validate() error {
 		return errors.New("pipeline: no Kafka brokers configured")
 	case c.Topic == "":
 		return errors.New("pipeline: no events topic configured")
-	case c.FlushInterval < 0, c.Retention < 0, c.DropInterval < 0, c.SessionTimeout < 0, c.HeartbeatInterval < 0:
+	case c.FlushInterval < 0, c.Retention < 0, c.DropInterval < 0, c.RetentionQuorum < 0, c.SessionTimeout < 0, c.HeartbeatInterval < 0:
 		return errors.New("pipeline: negative duration in config")
 	case c.HeartbeatInterval >= c.SessionTimeout:
 		return fmt.Errorf("pipeline: heartbeat interval %v must be below the session timeout %v", c.HeartbeatInterval, c.SessionTimeout)
@@ -157,11 +163,11 @@ func Run(ctx context.Context, cfg Config, sink Sink) error {
 		return err
 	}
 	w := &worker{
-		cfg:  cfg,
-		sink: sink,
-		log:  cfg.Logger.With("component", "pipeline", "topic", cfg.Topic, "group", cfg.Group),
+		cfg:   cfg,
+		sink:  sink,
+		log:   cfg.Logger.With("component", "pipeline", "topic", cfg.Topic, "group", cfg.Group),
+		clock: newEventClock(cfg.RetentionQuorum),
 	}
-	w.newestMs.Store(math.MinInt64)
 
 	var wg sync.WaitGroup
 	wg.Go(func() { w.retain(ctx) })
@@ -186,9 +192,8 @@ type worker struct {
 	sink Sink
 	log  *slog.Logger
 
-	// newestMs is the newest event time consumed, for retention;
-	// math.MinInt64 until the first event.
-	newestMs atomic.Int64
+	// clock is how far committed event time has got, for retention.
+	clock *eventClock
 	// cellsHint is the largest number of cells one flush has held, so the
 	// accumulators of later sessions start at that size.
 	cellsHint atomic.Int64
@@ -267,7 +272,7 @@ func rebalanceNoise(err error) bool {
 }
 
 // retain drops, about every DropInterval, the minutes that fell out of the
-// retention window behind the newest event time consumed.
+// retention window behind the newest confirmed minute (eventClock).
 func (w *worker) retain(ctx context.Context) {
 	t := time.NewTicker(w.cfg.DropInterval)
 	defer t.Stop()
@@ -279,13 +284,13 @@ func (w *worker) retain(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		newest := w.newestMs.Load()
-		if newest == math.MinInt64 {
+		newest, ok := w.clock.newest()
+		if !ok {
 			continue
 		}
-		// Minute MinuteOf(newest)-keepMinutes still holds events within
-		// Retention of the newest one, so it is the first minute kept.
-		cutoff := schemas.MinuteOf(newest) - keepMinutes
+		// Minute newest-keepMinutes still holds events within Retention
+		// of the newest one, so it is the first minute kept.
+		cutoff := newest - keepMinutes
 		if cutoff <= dropped {
 			continue
 		}
@@ -302,16 +307,6 @@ func (w *worker) retain(ctx context.Context) {
 		dropped = cutoff
 		drops.Inc()
 		w.log.Debug("retention drop", "before_minute", cutoff)
-	}
-}
-
-// noteNewest raises newestMs to ms if it is newer.
-func (w *worker) noteNewest(ms int64) {
-	for {
-		cur := w.newestMs.Load()
-		if ms <= cur || w.newestMs.CompareAndSwap(cur, ms) {
-			return
-		}
 	}
 }
 
@@ -462,7 +457,6 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 		flushed: st.next,
 		next:    st.next,
 		sums:    newCellSums(int(h.w.cellsHint.Load())),
-		newest:  math.MinInt64,
 		log:     h.w.log.With("partition", p, "member", sess.MemberID(), "generation", sess.GenerationID()),
 	}
 	c.log.Debug("claim started", "offset", st.next, "stored", st.stored)
@@ -517,7 +511,6 @@ type claimState struct {
 
 	sums     *cellSums
 	consumed int64 // events since the last flush, for the metric
-	newest   int64 // newest event time since the last flush
 
 	// badEvents counts undecodable events since the last flush; the first
 	// of them is logged in full, the rest summed up at the flush.
@@ -544,7 +537,6 @@ func (c *claimState) consume(msg *sarama.ConsumerMessage, tag *schemas.UserTag) 
 		return
 	}
 	c.sums.add(tag)
-	c.newest = max(c.newest, tag.TimeMs)
 }
 
 // flush commits the sums and the next offset if anything was consumed since
@@ -572,6 +564,9 @@ func (c *claimState) flush() bool {
 	err := c.h.w.sink.Commit(ctx, c.sums.deltas(), offsets)
 	cancel()
 	flushDuration.Observe(time.Since(start).Seconds())
+	if err == nil {
+		c.h.w.clock.add(c.sums.deltas())
+	}
 	c.sums.reset()
 	if err != nil {
 		reason := reasonStore
@@ -588,10 +583,6 @@ func (c *claimState) flush() bool {
 	cellsPerFlush.Observe(float64(cells))
 	if int64(cells) > c.h.w.cellsHint.Load() {
 		c.h.w.cellsHint.Store(int64(cells))
-	}
-	if c.newest != math.MinInt64 {
-		c.h.w.noteNewest(c.newest)
-		c.newest = math.MinInt64
 	}
 	c.prev, c.flushed = c.next, c.next
 	// For operators' lag tools only; resuming never reads it.
