@@ -31,6 +31,10 @@ test: test-deps lint unit
 unit:
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -tags querydebug ./gateway/... ./cmd/...
+	@if [ -z "$$ALLEZON_TEST_AEROSPIKE" ]; then \
+	  echo "NOTE: the Aerospike contract suite of the profile store was NOT RUN (no server here);"; \
+	  echo "      run it with ALLEZON_TEST_AEROSPIKE=host:port make test"; \
+	else echo "Aerospike contract suite ran against $$ALLEZON_TEST_AEROSPIKE"; fi
 
 lint:
 	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); \

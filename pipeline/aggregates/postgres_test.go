@@ -6,11 +6,13 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"net"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/allezon/allezon/schemas"
+	"github.com/allezon/allezon/services/postgres"
 	"github.com/allezon/allezon/services/postgres/pgtest"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -172,5 +174,33 @@ func TestPostgresSurvivesServerRestart(t *testing.T) {
 				t.Fatalf("commit after restart: %+v", got)
 			}
 		})
+	}
+}
+
+// TestPostgresMultiHostDSN opens the store with a Patroni-style multi-host
+// DSN whose first host is down: pgx must skip it and find the writable one
+// (target_session_attrs=read-write), for migrations, commits and queries.
+func TestPostgresMultiHostDSN(t *testing.T) {
+	cluster := pgtest.Shared(t)
+	single := pgBackend.newURL(t) // a fresh, migrated database
+	db := single[strings.LastIndex(single, "/")+1 : strings.Index(single, "?")]
+	dead, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := dead.Addr().String()
+	dead.Close() // nothing listens there now
+	dsn := fmt.Sprintf("postgres://postgres@%s,127.0.0.1:%d/%s?sslmode=disable&target_session_attrs=read-write&connect_timeout=2",
+		deadAddr, cluster.Port(), db)
+
+	if err := postgres.Migrate(context.Background(), dsn); err != nil {
+		t.Fatalf("migrate through a multi-host DSN: %v", err)
+	}
+	s := openStore(t, dsn)
+	c := schemas.Cell{Minute: 9, Action: schemas.Buy, Origin: "o", BrandID: "b", CategoryID: "c"}
+	mustCommit(t, s, map[schemas.Cell]schemas.Totals{c: {Count: 3, SumPrice: 30}}, PartitionOffset{Topic: "t", Partition: 1, Prev: -1, Next: 7})
+	got := mustQuery(t, s, &schemas.AggregateQuery{Action: schemas.Buy, FromMinute: 9, ToMinute: 10, Filter: schemas.DimOrigin, Origin: "o"})
+	if got[0] != (schemas.Totals{Count: 3, SumPrice: 30}) {
+		t.Fatalf("query through a multi-host DSN: %+v", got)
 	}
 }
