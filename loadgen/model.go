@@ -21,8 +21,9 @@ type tagSource interface {
 // starting at 0, and event times never decrease with the id (the replay
 // guarantees both). It is safe for concurrent use.
 type model struct {
-	mu     sync.Mutex
-	settle *settleTracker
+	mu      sync.Mutex
+	settle  *settleTracker
+	startMs int64 // event time of tag 0; tag i is at startMs+i
 
 	profileFresh   time.Duration
 	aggregateFresh time.Duration
@@ -30,6 +31,13 @@ type model struct {
 	profiles       profileModel
 	profileHorizon int64 // ranges must start at or after it (PruneProfiles)
 	aggs           aggregateModel
+
+	// ended says no tag beyond the first endCount (the last at endMs) will
+	// ever be sent: once they all settle, the last, partial minute is as
+	// complete as it will get, and aggregates may ask about it.
+	ended    bool
+	endCount int64
+	endMs    int64
 }
 
 // newModel returns an empty model. startMs is a lower bound of every
@@ -38,6 +46,7 @@ type model struct {
 // (SPEC.md: 10 s and 1 minute).
 func newModel(startMs int64, profileFresh, aggregateFresh time.Duration) *model {
 	return &model{
+		startMs:        startMs,
 		profileHorizon: math.MinInt64,
 		settle:         newSettleTracker(startMs, max(profileFresh, aggregateFresh)),
 		profileFresh:   profileFresh,
@@ -101,10 +110,21 @@ func (m *model) AggregateWatermark(now time.Time) (minute int64, ok bool) {
 	return m.aggregateWatermarkLocked(now.UnixNano())
 }
 
+// EndSending records that the sending phase is over after count tags, the
+// last of them at event time lastMs.
+func (m *model) EndSending(count, lastMs int64) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.ended, m.endCount, m.endMs = true, count, lastMs
+}
+
 func (m *model) aggregateWatermarkLocked(now int64) (int64, bool) {
 	ms, ok := m.settle.watermark(m.aggregateFresh, now)
 	if !ok {
 		return 0, false
+	}
+	if m.ended && m.endCount > 0 && m.settle.settledAll(m.endCount, m.aggregateFresh, now) {
+		return schemas.MinuteOf(m.endMs) + 1, true
 	}
 	// Minute k is complete when all of it, [60000k, 60000(k+1)), is below ms.
 	return schemas.MinuteOf(ms), true

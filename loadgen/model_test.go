@@ -327,3 +327,29 @@ func TestProfilePrune(t *testing.T) {
 		t.Errorf("after the horizon: %q %q", body, reason)
 	}
 }
+
+// TestAggregateWatermarkAfterSendingEnds: while tags keep coming, the minute
+// the stream is in is not complete; once sending ended and every tag is
+// older than the freshness, that last partial minute may be asked about.
+func TestAggregateWatermarkAfterSendingEnds(t *testing.T) {
+	var tags []schemas.UserTag
+	for i := range int64(5) { // minute 0 of the run, 10 ms apart
+		tags = append(tags, mkTag("c", i*10, schemas.View, 1))
+	}
+	// Tag ids must match times 1 ms apart from t0ms for EndSending's lastMs.
+	h := newHarness(t, tags...)
+	h.sendAndAckAll()
+	minute0 := schemas.MinuteOf(t0ms)
+	late := wall.Add(2 * time.Minute)
+
+	if wm, ok := h.m.AggregateWatermark(late); !ok || wm != minute0 {
+		t.Fatalf("before the end: watermark %d (ok %v), want %d: the running minute is not complete", wm, ok, minute0)
+	}
+	h.m.EndSending(int64(len(tags)), tags[len(tags)-1].TimeMs)
+	if wm, ok := h.m.AggregateWatermark(wall.Add(30 * time.Second)); !ok || wm != minute0 {
+		t.Fatalf("ended but not yet fresh: watermark %d, want %d", wm, minute0)
+	}
+	if wm, ok := h.m.AggregateWatermark(late); !ok || wm != minute0+1 {
+		t.Fatalf("ended and fresh: watermark %d (ok %v), want %d", wm, ok, minute0+1)
+	}
+}

@@ -271,6 +271,9 @@ func (r *runner) send(ctx context.Context) (sent int64, elapsed time.Duration, i
 // enough.
 func (r *runner) settle(ctx context.Context, sent int64, elapsed time.Duration) (interrupted bool) {
 	cfg := &r.cfg
+	if sent > 0 {
+		r.model.EndSending(sent, r.model.startMs+sent-1)
+	}
 	if cfg.Settle <= 0 {
 		return false
 	}

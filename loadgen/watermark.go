@@ -144,6 +144,19 @@ func (s *settleTracker) prune(now int64) {
 // settled at least fresh before now (unix ns). ok is false when no such
 // time is known (fresh beyond the pruning horizon, or now going backwards).
 func (s *settleTracker) watermark(fresh time.Duration, now int64) (ms int64, ok bool) {
+	cp, ok := s.lastSettled(fresh, now)
+	return cp.timeMs, ok
+}
+
+// settledAll reports whether tags 0..n-1 all settled at least fresh before
+// now.
+func (s *settleTracker) settledAll(n int64, fresh time.Duration, now int64) bool {
+	cp, ok := s.lastSettled(fresh, now)
+	return ok && cp.endID >= n
+}
+
+// lastSettled is the newest checkpoint reached at least fresh before now.
+func (s *settleTracker) lastSettled(fresh time.Duration, now int64) (checkpoint, bool) {
 	limit := now - int64(fresh)
 	// Binary search for the last checkpoint settled by limit.
 	lo, hi := 0, len(s.checkpoints)
@@ -156,7 +169,7 @@ func (s *settleTracker) watermark(fresh time.Duration, now int64) (ms int64, ok 
 		}
 	}
 	if lo == 0 {
-		return 0, false
+		return checkpoint{}, false
 	}
-	return s.checkpoints[lo-1].timeMs, true
+	return s.checkpoints[lo-1], true
 }
