@@ -32,27 +32,38 @@ func decodeStrict(b []byte) (any, error) {
 	return v, nil
 }
 
+// decodeObjects parses the expected and the received answer as JSON
+// objects with the same number of keys (named in want), or says what is
+// wrong with them.
+func decodeObjects(expected, got []byte, want string) (eo, g map[string]any, diff string) {
+	e, err := decodeStrict(expected)
+	if err != nil {
+		return nil, nil, "expected body does not parse (loadgen bug): " + err.Error()
+	}
+	gv, err := decodeStrict(got)
+	if err != nil {
+		return nil, nil, "body is not JSON: " + err.Error()
+	}
+	eo, _ = e.(map[string]any)
+	g, ok := gv.(map[string]any)
+	if !ok {
+		return nil, nil, "body is not a JSON object"
+	}
+	if len(g) != len(eo) {
+		return nil, nil, fmt.Sprintf("body has keys %v, want %s", keys(g), want)
+	}
+	return eo, g, ""
+}
+
 // compareProfiles reports whether got is a correct answer given the exact
 // expected one, and if not, what differs first.
 func compareProfiles(expected, got []byte) (bool, string) {
 	if bytes.Equal(expected, got) {
 		return true, ""
 	}
-	e, err := decodeStrict(expected)
-	if err != nil {
-		return false, "expected body does not parse (loadgen bug): " + err.Error()
-	}
-	g, err := decodeStrict(got)
-	if err != nil {
-		return false, "body is not JSON: " + err.Error()
-	}
-	eo, _ := e.(map[string]any)
-	go_, ok := g.(map[string]any)
-	if !ok {
-		return false, "body is not a JSON object"
-	}
-	if len(go_) != len(eo) {
-		return false, fmt.Sprintf("body has keys %v, want cookie, views, buys", keys(go_))
+	eo, go_, diff := decodeObjects(expected, got, "cookie, views, buys")
+	if diff != "" {
+		return false, diff
 	}
 	if !reflect.DeepEqual(go_["cookie"], eo["cookie"]) {
 		return false, fmt.Sprintf("cookie is %s, want %s", show(go_["cookie"]), show(eo["cookie"]))
@@ -140,21 +151,9 @@ func compareAggregates(expected, got []byte) (bool, string) {
 	if bytes.Equal(expected, got) {
 		return true, ""
 	}
-	e, err := decodeStrict(expected)
-	if err != nil {
-		return false, "expected body does not parse (loadgen bug): " + err.Error()
-	}
-	g, err := decodeStrict(got)
-	if err != nil {
-		return false, "body is not JSON: " + err.Error()
-	}
-	eo, _ := e.(map[string]any)
-	go_, ok := g.(map[string]any)
-	if !ok {
-		return false, "body is not a JSON object"
-	}
-	if len(go_) != len(eo) {
-		return false, fmt.Sprintf("body has keys %v, want columns, rows", keys(go_))
+	eo, go_, diff := decodeObjects(expected, got, "columns, rows")
+	if diff != "" {
+		return false, diff
 	}
 	if !reflect.DeepEqual(go_["columns"], eo["columns"]) {
 		return false, fmt.Sprintf("columns are %s, want %s", show(go_["columns"]), show(eo["columns"]))
