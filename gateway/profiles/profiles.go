@@ -38,6 +38,7 @@ type Store interface {
 	// identical tagJSON) stores it once; two different tags of one cookie
 	// with the same millisecond are both kept. When Append returns nil the
 	// tag is durable (survives a kill -9 of the process right after).
+	// Append does not keep tagJSON after it returns: the gateway reuses it.
 	Append(ctx context.Context, t *schemas.UserTag, tagJSON []byte) error
 	// Read returns the cookie's tags with r.From <= time < r.To, per
 	// action, newest first, at most limit each (limit is 0..Keep; the
