@@ -92,6 +92,7 @@ func run(ctx context.Context, c *config, withGateway, withPipeline bool) error {
 	}
 	var cl closers
 	defer cl.close(log)
+	startAdmin(c.AdminAddr, log, &cl)
 	health := map[string]gateway.Pinger{}
 
 	brokers, topic, err := startEvents(c, log, &cl)

@@ -14,6 +14,7 @@ import (
 // the flags it uses.
 type config struct {
 	HTTPAddr   string
+	AdminAddr  string
 	DataDir    string
 	Profiles   string
 	Events     string
@@ -44,6 +45,7 @@ const defaultTopic = "allezon-events"
 
 func (c *config) commonFlags(fs *flagSet, httpDefault string) {
 	fs.String(&c.HTTPAddr, "http", "ALLEZON_HTTP_ADDR", httpDefault, "HTTP listen address")
+	fs.String(&c.AdminAddr, "admin", "ALLEZON_ADMIN_ADDR", "127.0.0.1:6060", "pprof listener, apart from the API (empty: off)")
 	fs.String(&c.DataDir, "data", "ALLEZON_DATA_DIR", "./data", "data directory of the embedded backends")
 	fs.Duration(&c.ShutdownTimeout, "shutdown-timeout", "ALLEZON_SHUTDOWN_TIMEOUT", 10*time.Second, "how long a SIGTERM may take to drain")
 	fs.String(&c.LogLevel, "log-level", "ALLEZON_LOG_LEVEL", "info", "debug, info, warn or error")
