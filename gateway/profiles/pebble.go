@@ -13,10 +13,19 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 )
 
-// trimEvery is the sampling rate of trims in the Pebble backend: an append
-// whose tag hash is 0 modulo trimEvery trims its cookie+action. See
-// pebbleStore for the resulting bound.
-const trimEvery = 8
+// trimEvery is how many appends a cookie+action gets between two trims
+// (see pebbleStore for the resulting bound), and trimSlots the size of the
+// table that counts them.
+const (
+	trimEvery = 32
+	trimSlots = 1 << 20
+)
+
+// defaultMemTableBytes is Pebble's memtable size here. Pebble's 4 MiB
+// default flushes (and so compacts) the profile stream's ~300 bytes a tag
+// every few thousand tags; 64 MiB cuts that work to a sixteenth for at
+// most 2 x 64 MiB of memory (MemTableStopWritesThreshold stays 2).
+const defaultMemTableBytes = 64 << 20
 
 const defaultPebbleCacheBytes = 64 << 20
 
@@ -28,22 +37,24 @@ const defaultPebbleCacheBytes = 64 << 20
 // instead of rewriting the cookie's history, and a read is one forward scan
 // per action from the range's newest end.
 //
-// Storage bound: an append whose tag hash is 0 modulo trimEvery (a
-// deterministic 1-in-8 sample) range-deletes everything after the Keep
-// newest keys of its cookie+action. Between two sampled appends a
-// cookie+action therefore grows by the number of unsampled appends, a
-// geometric variable: on disk it holds Keep plus on average 7 extra keys,
-// and more than Keep+k with probability (7/8)^k (k=100: about 2e-6). The
-// extra keys are never visible: a read takes at most Keep (newest first),
-// and every trim only removes keys that have Keep newer keys present, so
-// the Keep newest are never deleted. Sampling by hash, not scanning on
-// every append, keeps the amortised trim cost at about Keep/8 iterator
-// steps per append; a trim needs no durability of its own (a lost trim is
-// redone by the next sampled append).
+// Storage bound: appends are counted per cookie+action in a fixed table of
+// trimSlots counters (hashed; lost on restart). When a counter reaches
+// trimEvery, that append range-deletes everything after the Keep newest
+// keys of its cookie+action, and the counter restarts. So a cookie+action
+// holds at most Keep + trimEvery keys on disk, plus what collisions on its
+// slot or a restart delay by one more round; the extra keys are never
+// visible (a read takes at most Keep, newest first) and a trim only
+// removes keys with Keep newer ones present. Counting, rather than
+// sampling appends at random, spares the many cookies with only a few
+// tags (most of SPEC's million) any trim scan: one trim iterator costs
+// tens of microseconds, the scan up to Keep steps. A trim needs no
+// durability of its own: a lost one is redone by the next.
 type pebbleStore struct {
 	db     *pebble.DB
 	log    *slog.Logger
 	closed atomic.Bool
+	// appends counts appends per cookie+action slot since its last trim.
+	appends []atomic.Uint32
 }
 
 func openPebble(dir string, o Options) (*pebbleStore, error) {
@@ -58,6 +69,7 @@ func openPebble(dir string, o Options) (*pebbleStore, error) {
 		Cache:              cache,
 		FormatMajorVersion: pebble.FormatNewest,
 		Logger:             pebbleLogger{log},
+		MemTableSize:       defaultMemTableBytes,
 	}
 	if d := o.PebbleWALMinSyncInterval; d > 0 {
 		opts.WALMinSyncInterval = func() time.Duration { return d }
@@ -67,7 +79,7 @@ func openPebble(dir string, o Options) (*pebbleStore, error) {
 		return nil, fmt.Errorf("profiles: open pebble at %q: %w", dir, err)
 	}
 	log.Info("profile store open", "dir", dir, "cache_bytes", cacheBytes, "wal_min_sync_interval", o.PebbleWALMinSyncInterval)
-	return &pebbleStore{db: db, log: log}, nil
+	return &pebbleStore{db: db, log: log, appends: make([]atomic.Uint32, trimSlots)}, nil
 }
 
 // keyBufLen is a key buffer size that fits the keys of usual cookies
@@ -89,13 +101,24 @@ func (s *pebbleStore) Append(ctx context.Context, t *schemas.UserTag, tagJSON []
 	if err := s.db.Set(key, tagJSON, pebble.Sync); err != nil {
 		return fmt.Errorf("profiles: append tag of cookie %q: %w", t.Cookie, err)
 	}
-	if h%trimEvery == 0 {
+	if s.dueForTrim(key[:prefixLen]) {
 		if err := s.trim(key[:prefixLen]); err != nil {
 			// The tag is stored; a failed trim only delays reclaiming space.
 			s.log.Warn("trim failed", "cookie", t.Cookie, "action", t.Action.String(), "err", err)
 		}
 	}
 	return nil
+}
+
+// dueForTrim counts an append to prefix (one cookie+action) and reports
+// whether it is the one that trims.
+func (s *pebbleStore) dueForTrim(prefix []byte) bool {
+	slot := &s.appends[xxhash.Sum64(prefix)%trimSlots]
+	if slot.Add(1) < trimEvery {
+		return false
+	}
+	slot.Store(0)
+	return true
 }
 
 // trim range-deletes the keys after the Keep newest under prefix (one

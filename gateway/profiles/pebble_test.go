@@ -48,8 +48,8 @@ func countKeys(t *testing.T, s *pebbleStore, cookie string, a schemas.Action) in
 	return n
 }
 
-// TestPebbleTrimBound checks the storage bound of the sampled trim: after
-// many appends a cookie+action holds Keep plus a small overshoot, and a
+// TestPebbleTrimBound checks the storage bound of the counted trim: after
+// many appends a cookie+action holds at most Keep + trimEvery keys, and a
 // trim of one cookie+action leaves its neighbours alone.
 func TestPebbleTrimBound(t *testing.T) {
 	s := openPebbleT(t, t.TempDir(), Options{})
@@ -60,8 +60,8 @@ func TestPebbleTrimBound(t *testing.T) {
 	appendAll(t, s, tags)
 	got := countKeys(t, s, "c", schemas.View)
 	t.Logf("cookie with %d appends holds %d keys (Keep %d)", n, got, Keep)
-	if got < Keep || got > Keep+64 {
-		t.Fatalf("cookie with %d appends holds %d keys, want between %d and %d", n, got, Keep, Keep+64)
+	if got < Keep || got > Keep+trimEvery {
+		t.Fatalf("cookie with %d appends holds %d keys, want between %d and %d", n, got, Keep, Keep+trimEvery)
 	}
 	if got := countKeys(t, s, "c", schemas.Buy); got != Keep/2 {
 		t.Fatalf("other action holds %d keys, want %d", got, Keep/2)
