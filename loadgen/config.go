@@ -74,7 +74,8 @@ type Config struct {
 
 // Window is a span of time relative to the run's start.
 type Window struct {
-	From, To time.Duration
+	From time.Duration `json:"from_ns"`
+	To   time.Duration `json:"to_ns"`
 }
 
 func (w Window) contains(d time.Duration) bool { return d >= w.From && d < w.To }

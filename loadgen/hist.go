@@ -21,23 +21,32 @@ const (
 	histBuckets = (64 - subBits + 1) * subBuckets
 )
 
-// bucketOf maps a latency in µs to its bucket: values below subBuckets get
-// their own bucket; above, the top subBits+1 bits select it.
-func bucketOf(us uint64) int {
-	if us < subBuckets {
-		return int(us)
-	}
-	exp := bits.Len64(us) - subBits - 1 // ≥ 0
-	return (exp+1)*subBuckets + int(us>>uint(exp)) - subBuckets
-}
+// bucketOf maps a latency in µs to its bucket.
+func bucketOf(us uint64) int { return bucketOfBits(us, subBits) }
 
 // bucketUpper is the largest µs value of bucket b.
-func bucketUpper(b int) uint64 {
-	if b < subBuckets {
+func bucketUpper(b int) uint64 { return bucketUpperBits(b, subBits) }
+
+// bucketOfBits maps a value to its log-linear bucket with 2^sub buckets
+// per power of two: values below 2^sub get their own bucket; above, the
+// top sub+1 bits select it. Shared with the timeline's coarser sketch.
+func bucketOfBits(us uint64, sub int) int {
+	n := uint64(1) << uint(sub)
+	if us < n {
+		return int(us)
+	}
+	exp := bits.Len64(us) - sub - 1 // ≥ 0
+	return (exp+1)*int(n) + int(us>>uint(exp)) - int(n)
+}
+
+// bucketUpperBits is the largest value of bucket b of bucketOfBits.
+func bucketUpperBits(b, sub int) uint64 {
+	n := 1 << uint(sub)
+	if b < n {
 		return uint64(b)
 	}
-	exp := b/subBuckets - 1
-	mant := uint64(b%subBuckets + subBuckets)
+	exp := b/n - 1
+	mant := uint64(b%n + n)
 	return (mant+1)<<uint(exp) - 1
 }
 

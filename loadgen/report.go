@@ -34,6 +34,15 @@ type Report struct {
 	Tags       EndpointReport `json:"user_tags"`
 	Profiles   EndpointReport `json:"user_profiles"`
 	Aggregates EndpointReport `json:"aggregates"`
+
+	// Outages are the declared outage windows (Config.Outages).
+	Outages []Window `json:"outages,omitempty"`
+	// Timeline has one entry per second of the run, sending and settle
+	// (and retry grace), from its start; it is in the JSON report and the
+	// plot, not in the text. TimelineTruncated says the run outlasted
+	// maxTimelineSecs (9 h 6 min) and later seconds are missing.
+	Timeline          []Second `json:"timeline"`
+	TimelineTruncated bool     `json:"timeline_truncated,omitempty"`
 }
 
 // EndpointReport is one endpoint's share of a report.

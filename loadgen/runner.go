@@ -79,11 +79,13 @@ type runner struct {
 	retryQ  retryHeap
 	unacked map[int64]struct{} // tags whose every attempt so far failed
 
-	// Live counters (also for the progress line).
+	// Live counters (also for the progress line); errors by endpoint,
+	// outside declared outages.
 	sent, acked, retries atomic.Int64
-	failures, mismatches atomic.Int64
-	queries              atomic.Int64
+	errors               [numEndpts]atomic.Int64
+	mismatches           atomic.Int64
 	logged               atomic.Int64
+	timeline             *timeline
 
 	probedUpTo int64 // probe filters are registered up to this minute
 }
@@ -122,6 +124,7 @@ func newRunner(cfg Config) (*runner, error) {
 		model:      newModel(startMs, cfg.ProfileFreshness, cfg.AggregateFreshness),
 		work:       make(chan workItem, cfg.Conns),
 		unacked:    make(map[int64]struct{}),
+		timeline:   newTimeline(),
 		probedUpTo: schemas.MinuteOf(startMs) - 1,
 	}, nil
 }
@@ -169,7 +172,10 @@ func (r *runner) run(ctx context.Context) *Report {
 		Tags:        EndpointReport{Limit: TagLimit},
 		Profiles:    EndpointReport{Limit: ProfileLimit},
 		Aggregates:  EndpointReport{Limit: AggregateLimit},
+		Outages:     r.cfg.Outages,
 	}
+	rep.Timeline = r.timeline.seconds(int64((sendElapsed + settleElapsed + time.Second - 1) / time.Second))
+	rep.TimelineTruncated = r.timeline.truncated.Load()
 	if sendElapsed > 0 {
 		rep.AchievedRate = float64(sent) / sendElapsed.Seconds()
 	}
@@ -486,8 +492,31 @@ func (r *runner) startProgress() (stop func()) {
 	return func() { close(done); wg.Wait() }
 }
 
+// writeProgress rewrites the status line: tags sent, their rate over the
+// last second and how many were acknowledged; then per endpoint the
+// answers, p99 latency and errors of the last complete second (the
+// current one is still filling) and the errors so far; then mismatches.
 func (r *runner) writeProgress(perSecond int64) {
-	fmt.Fprintf(r.cfg.Progress, "\r%4.0fs  tags %d sent %d acked (%d/s)  queries %d  failures %d  mismatches %d   ",
-		time.Since(r.t0).Seconds(), r.sent.Load(), r.acked.Load(), perSecond, r.queries.Load(),
-		r.failures.Load(), r.mismatches.Load())
+	elapsed := time.Since(r.t0)
+	sec := r.timeline.second(int64(elapsed/time.Second) - 1)
+	fmt.Fprintf(r.cfg.Progress, "\r%4.0fs sent %d (%d/s) acked %d", elapsed.Seconds(), r.sent.Load(), perSecond, r.acked.Load())
+	for ep, st := range sec.endpoints() {
+		name := [...]string{"tags", "profiles", "aggregates"}[ep]
+		fmt.Fprintf(r.cfg.Progress, " | %s %d/s p99 %s err %d", name, st.Requests, progressLatency(st.P99), r.errors[ep].Load())
+	}
+	fmt.Fprintf(r.cfg.Progress, " | mismatches %d   ", r.mismatches.Load())
+}
+
+// progressLatency is d in two or three significant digits, "-" for none.
+func progressLatency(d time.Duration) string {
+	ms := float64(d) / float64(time.Millisecond)
+	switch {
+	case d <= 0:
+		return "-"
+	case ms < 10:
+		return fmt.Sprintf("%.1fms", ms)
+	case ms < 1000:
+		return fmt.Sprintf("%.0fms", ms)
+	}
+	return fmt.Sprintf("%.1fs", ms/1000)
 }

@@ -45,7 +45,7 @@ type worker struct {
 	resp *fasthttp.Response
 	uri  []byte
 	body []byte
-	ep   [3]EndpointReport // tags, profiles, aggregates
+	ep   [numEndpts]EndpointReport // by epTags, epProfiles, epAggregates
 }
 
 func newWorker(r *runner, i int) *worker {
@@ -55,7 +55,7 @@ func newWorker(r *runner, i int) *worker {
 		rng:  rand.New(rand.NewPCG(uint64(r.cfg.Seed), uint64(i)+1)),
 		req:  fasthttp.AcquireRequest(),
 		resp: fasthttp.AcquireResponse(),
-		ep:   [3]EndpointReport{{Limit: TagLimit}, {Limit: ProfileLimit}, {Limit: AggregateLimit}},
+		ep:   [numEndpts]EndpointReport{{Limit: TagLimit}, {Limit: ProfileLimit}, {Limit: AggregateLimit}},
 	}
 }
 
@@ -94,9 +94,17 @@ func (w *worker) post(uri, body []byte, timeout time.Duration) (time.Time, time.
 	return start, lat, w.resp.StatusCode(), nil
 }
 
-// record counts one request's outcome on e and reports whether it got
-// the wanted status.
-func (w *worker) record(e *EndpointReport, start time.Time, lat time.Duration, status int, err error, want int) bool {
+// Endpoint indexes of worker.ep, runner.errors and the timeline.
+const (
+	epTags = iota
+	epProfiles
+	epAggregates
+)
+
+// record counts one request's outcome on endpoint ep (epTags, ...) and in
+// the timeline, and reports whether it got the wanted status.
+func (w *worker) record(ep int, start time.Time, lat time.Duration, status int, err error, want int) bool {
+	e := &w.ep[ep]
 	e.Requests++
 	at := start.Sub(w.r.t0)
 	outage := w.r.inOutage(at) || w.r.inOutage(at+lat)
@@ -116,16 +124,25 @@ func (w *worker) record(e *EndpointReport, start time.Time, lat time.Duration, s
 			kind = "status " + strconv.Itoa(status)
 		}
 	}
-	if kind == "" {
+	o := outcomeOK
+	switch {
+	case kind == "":
+	case outage:
+		o = outcomeOutageError
+	default:
+		o = outcomeError
+	}
+	w.r.timeline.record(ep, at+lat, lat, err == nil, o)
+	switch o {
+	case outcomeOK:
 		e.OK++
 		return true
-	}
-	if outage {
+	case outcomeOutageError:
 		e.OutageErrors = countKind(e.OutageErrors, kind)
 		return false
 	}
 	e.Errors = countKind(e.Errors, kind)
-	w.r.failures.Add(1)
+	w.r.errors[ep].Add(1)
 	if w.r.logged.Add(1) <= maxLogged {
 		w.r.cfg.Logger.Warn("loadgen: request failed", "uri", string(w.req.RequestURI()), "kind", kind,
 			"status", status, "err", err, "latency", lat, "body", truncate(w.resp.Body()))
@@ -185,7 +202,7 @@ func (w *worker) postTag(id int64, attempt int) {
 	w.uri = append(append(w.uri[:0], r.baseURL...), "/user_tags"...)
 	w.body = schemas.AppendUserTagJSON(w.body[:0], &t)
 	start, lat, status, err := w.post(w.uri, w.body, r.cfg.Timeout)
-	if w.record(&w.ep[0], start, lat, status, err, fasthttp.StatusNoContent) {
+	if w.record(epTags, start, lat, status, err, fasthttp.StatusNoContent) {
 		r.model.Acked(id, &t, attempt > 0, time.Now())
 		r.acked.Add(1) // a tag is acknowledged once: a retry follows a failure
 		r.tagAcked(id, attempt)
@@ -199,7 +216,7 @@ func (w *worker) postTag(id int64, attempt int) {
 // queryProfile plans a fair /user_profiles query, sends it with its
 // expected answer and compares.
 func (w *worker) queryProfile() {
-	r, e := w.r, &w.ep[1]
+	r, e := w.r, &w.ep[epProfiles]
 	var (
 		q        profileQuery
 		expected []byte
@@ -219,10 +236,9 @@ func (w *worker) queryProfile() {
 		e.Skipped = countKind(e.Skipped, reason)
 		return
 	}
-	r.queries.Add(1)
 	w.uri = appendProfileURI(append(w.uri[:0], r.baseURL...), &q)
 	start, lat, status, err := w.post(w.uri, expected, r.cfg.Timeout)
-	if !w.record(e, start, lat, status, err, fasthttp.StatusOK) {
+	if !w.record(epProfiles, start, lat, status, err, fasthttp.StatusOK) {
 		return
 	}
 	got := w.resp.Body()
@@ -331,7 +347,7 @@ func appendRangeTime(dst []byte, ms int64, millis bool) []byte {
 // queryAggregates plans a fair /aggregates query, sends it with its
 // expected answer and compares.
 func (w *worker) queryAggregates() {
-	r, e := w.r, &w.ep[2]
+	r, e := w.r, &w.ep[epAggregates]
 	var (
 		q        aggregateQuery
 		expected []byte
@@ -352,10 +368,9 @@ func (w *worker) queryAggregates() {
 		e.Skipped = countKind(e.Skipped, reason)
 		return
 	}
-	r.queries.Add(1)
 	w.uri = appendAggregateURI(append(w.uri[:0], r.baseURL...), &q)
 	start, lat, status, err := w.post(w.uri, expected, r.cfg.AggregateTimeout)
-	if !w.record(e, start, lat, status, err, fasthttp.StatusOK) {
+	if !w.record(epAggregates, start, lat, status, err, fasthttp.StatusOK) {
 		return
 	}
 	got := w.resp.Body()

@@ -19,6 +19,7 @@ func runLoadgen(ctx context.Context, args []string) error {
 	var (
 		c                         loadgen.Config
 		rate, start, outages, out string
+		plotPath                  string
 		seed, events              int
 		logLevel                  string
 	)
@@ -38,6 +39,7 @@ func runLoadgen(ctx context.Context, args []string) error {
 	fs.Bool(&c.Retry, "retry", "ALLEZON_LOADGEN_RETRY", false, "re-post failed tags until acknowledged (for crash and restart runs)")
 	fs.String(&outages, "outages", "ALLEZON_LOADGEN_OUTAGES", "", "declared outage windows from the run's start, e.g. 20s-35s,70s-80s: failures inside do not fail the run")
 	fs.String(&out, "json", "ALLEZON_LOADGEN_JSON", "", "also write the report as JSON to this file")
+	fs.String(&plotPath, "plot", "ALLEZON_LOADGEN_PLOT", "", "also draw throughput and p99 latency per second to this file (.png, .svg or .pdf)")
 	fs.String(&logLevel, "log-level", "ALLEZON_LOG_LEVEL", "info", "debug, info, warn or error")
 	if err := fs.parse(args); err != nil {
 		return err
@@ -66,6 +68,11 @@ func runLoadgen(ctx context.Context, args []string) error {
 	rep.WriteText(os.Stdout)
 	if out != "" {
 		if err := writeReport(out, rep); err != nil {
+			return err
+		}
+	}
+	if plotPath != "" {
+		if err := rep.WritePlot(plotPath); err != nil {
 			return err
 		}
 	}
