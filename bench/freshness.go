@@ -241,7 +241,7 @@ func freshnessRows(sec *section, probes []probe, load *loadgen.Report) {
 			ds = append(ds, d)
 		}
 		if len(ds) == 0 {
-			sec.add(e.name+", max", "≤ "+fmtDur(e.target), "no probe was acknowledged", verdict(false))
+			sec.add(e.name+", max", "≤ "+fmtLimit(e.target), "no probe was acknowledged", verdict(false))
 			continue
 		}
 		slices.Sort(ds)
@@ -249,7 +249,7 @@ func freshnessRows(sec *section, probes []probe, load *loadgen.Report) {
 		if unseen > 0 {
 			result = fmt.Sprintf("%d of %d never seen within %s", unseen, len(ds), e.giveUp)
 		}
-		sec.add(e.name+", max", "≤ "+fmtDur(e.target), result, verdict(unseen == 0 && ds[len(ds)-1] <= e.target))
+		sec.add(e.name+", max", "≤ "+fmtLimit(e.target), result, verdict(unseen == 0 && ds[len(ds)-1] <= e.target))
 		sec.add(e.name+", p50 / p99", "—", fmtDur(quantile(ds, 0.5))+" / "+fmtDur(quantile(ds, 0.99)), nil)
 	}
 	sec.add("probes acknowledged", fmt.Sprint(len(probes)), fmt.Sprint(len(probes)-failed), verdict(failed == 0 && len(probes) > 0))

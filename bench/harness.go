@@ -75,6 +75,9 @@ func run(ctx context.Context, opt options) error {
 	if opt.Quick {
 		h.plan = quickPlan
 	}
+	if opt.plan != nil {
+		h.plan = *opt.plan
+	}
 	selected, err := selectScenarios(opt.Only)
 	if err != nil {
 		return err

@@ -39,6 +39,7 @@ type options struct {
 	ModuleRoot string   // the module's directory (default: found with go env GOMOD)
 	Progress   io.Writer
 	Log        *slog.Logger
+	plan       *plan // overrides the quick or full plan (tests)
 }
 
 func main() {

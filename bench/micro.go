@@ -151,14 +151,27 @@ func fmtNs(v []float64) string {
 	}
 	ns := median(v)
 	switch {
-	case ns < 10:
-		return fmt.Sprintf("%.2f ns", ns)
 	case ns < 1e3:
-		return fmt.Sprintf("%.0f ns", ns)
+		return sig3(ns) + " ns"
 	case ns < 1e6:
-		return fmt.Sprintf("%.2f µs", ns/1e3)
+		return sig3(ns/1e3) + " µs"
+	case ns < 1e9:
+		return sig3(ns/1e6) + " ms"
 	default:
-		return fmt.Sprintf("%.2f ms", ns/1e6)
+		return sig3(ns/1e9) + " s"
+	}
+}
+
+// sig3 shows three significant digits: enough to compare runs, no false
+// precision.
+func sig3(f float64) string {
+	switch {
+	case f >= 100:
+		return fmt.Sprintf("%.0f", f)
+	case f >= 10:
+		return fmt.Sprintf("%.1f", f)
+	default:
+		return fmt.Sprintf("%.2f", f)
 	}
 }
 

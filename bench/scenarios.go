@@ -102,7 +102,7 @@ func (h *harness) ingestRows(sec *section, r *loadRun, cpu float64, rss int64) {
 	rep := r.Report
 	rate := ackedRate(rep)
 	sec.add("sustained tags/s (acknowledged)", "≥ "+fmtRate(targetIngestRate), fmtRate(rate), verdict(rate >= targetIngestRate))
-	sec.add("`POST /user_tags` p99", "≤ "+fmtDur(targetIngestP99), fmtDur(rep.Tags.Latency.P99), verdict(rep.Tags.Latency.P99 <= targetIngestP99))
+	sec.add("`POST /user_tags` p99", "≤ "+fmtLimit(targetIngestP99), fmtDur(rep.Tags.Latency.P99), verdict(rep.Tags.Latency.P99 <= targetIngestP99))
 	errs := rep.Tags.ErrorCount() + rep.Unacknowledged
 	sec.add("failed requests", "0", fmtInt(errs)+errorKinds(rep.Tags.Errors), verdict(errs == 0))
 	if h.limitRate > 0 {
@@ -150,8 +150,8 @@ func runMixed(ctx context.Context, h *harness) *section {
 
 func mixedRows(sec *section, rep *loadgen.Report) {
 	p, a := &rep.Profiles, &rep.Aggregates
-	sec.add("`POST /user_profiles` p99", "≤ "+fmtDur(targetMixedProfileP99), fmtDur(p.Latency.P99), verdict(p.Latency.P99 <= targetMixedProfileP99))
-	sec.add("`POST /aggregates` p99", "≤ "+fmtDur(targetMixedAggP99), fmtDur(a.Latency.P99), verdict(a.Latency.P99 <= targetMixedAggP99))
+	sec.add("`POST /user_profiles` p99", "≤ "+fmtLimit(targetMixedProfileP99), fmtDur(p.Latency.P99), verdict(p.Latency.P99 <= targetMixedProfileP99))
+	sec.add("`POST /aggregates` p99", "≤ "+fmtLimit(targetMixedAggP99), fmtDur(a.Latency.P99), verdict(a.Latency.P99 <= targetMixedAggP99))
 	mism := p.Mismatches + a.Mismatches
 	sec.add("mismatches (profiles + aggregates)", "0", fmt.Sprintf("%s (%s + %s)", fmtInt(mism), fmtInt(p.Mismatches), fmtInt(a.Mismatches)), verdict(mism == 0))
 	errs := rep.Tags.ErrorCount() + p.ErrorCount() + a.ErrorCount()
