@@ -272,7 +272,7 @@ func addGappedLine(p *plot.Plot, leg *plot.Legend, s series) error {
 			if err != nil {
 				return fmt.Errorf("plot %s: %w", s.name, err)
 			}
-			sc.GlyphStyle = draw.GlyphStyle{Color: s.color, Radius: vg.Points(2), Shape: draw.CircleGlyph{}}
+			sc.GlyphStyle = draw.GlyphStyle{Color: s.color, Radius: vg.Points(2.5), Shape: draw.CircleGlyph{}}
 			p.Add(sc)
 			continue
 		}
@@ -459,15 +459,18 @@ func (plainTicks) Ticks(lo, hi float64) []plot.Tick {
 	return ticks
 }
 
-// durationLogTicks labels a log axis in ms with durations ("10 ms",
-// "1 s") at each decade.
+// durationLogTicks marks a log axis in ms: a labelled tick at each
+// decade ("0.1 ms", "10 ms", "1 s"), minor ones between. (plot.LogTicks
+// skips the lowest decade when it is below 1.)
 type durationLogTicks struct{}
 
 func (durationLogTicks) Ticks(lo, hi float64) []plot.Tick {
-	ticks := plot.LogTicks{Prec: -1}.Ticks(lo, hi)
-	for i := range ticks {
-		if ticks[i].Label != "" {
-			ticks[i].Label = msLabel(ticks[i].Value)
+	var ticks []plot.Tick
+	for d := math.Floor(math.Log10(lo)); d <= math.Ceil(math.Log10(hi)); d++ {
+		decade := math.Pow(10, d)
+		ticks = append(ticks, plot.Tick{Value: decade, Label: msLabel(decade)})
+		for m := 2.0; m < 10; m++ {
+			ticks = append(ticks, plot.Tick{Value: m * decade})
 		}
 	}
 	return ticks

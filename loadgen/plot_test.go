@@ -199,3 +199,24 @@ func TestLatencyRange(t *testing.T) {
 		}
 	}
 }
+
+func TestDurationLogTicks(t *testing.T) {
+	tests := []struct {
+		lo, hi float64
+		labels []string
+	}{
+		{0.1, 1000, []string{"0.1 ms", "1 ms", "10 ms", "100 ms", "1 s"}},
+		{1, 100000, []string{"1 ms", "10 ms", "100 ms", "1 s", "10 s", "100 s"}},
+	}
+	for _, tt := range tests {
+		var labels []string
+		for _, tick := range (durationLogTicks{}).Ticks(tt.lo, tt.hi) {
+			if tick.Label != "" {
+				labels = append(labels, tick.Label)
+			}
+		}
+		if !slices.Equal(labels, tt.labels) {
+			t.Errorf("ticks %v–%v ms labelled %q, want %q", tt.lo, tt.hi, labels, tt.labels)
+		}
+	}
+}
