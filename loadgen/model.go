@@ -32,6 +32,11 @@ type model struct {
 	profileHorizon int64 // ranges must start at or after it (PruneProfiles)
 	aggs           aggregateModel
 
+	// skipProfiles and skipAggregates turn off the bookkeeping of an
+	// endpoint that gets no queries (an ingest-only run), so the load
+	// generator spends its CPU on sending.
+	skipProfiles, skipAggregates bool
+
 	// ended says no tag beyond the first endCount (the last at endMs) will
 	// ever be sent: once they all settle, the last, partial minute is as
 	// complete as it will get, and aggregates may ask about it.
@@ -63,8 +68,12 @@ func (m *model) Sent(id int64, t *schemas.UserTag) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.settle.sent(id, t.TimeMs)
-	m.profiles.sent(id, t)
-	m.aggs.sent(t)
+	if !m.skipProfiles {
+		m.profiles.sent(id, t)
+	}
+	if !m.skipAggregates {
+		m.aggs.sent(t)
+	}
 }
 
 // Acked records the 204 of tag id at now. retry says the tag had failed
@@ -75,8 +84,10 @@ func (m *model) Acked(id int64, t *schemas.UserTag, retry bool, now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.settle.settled(id, ns)
-	m.profiles.acked(id, t, ns)
-	if !retry {
+	if !m.skipProfiles {
+		m.profiles.acked(id, t, ns)
+	}
+	if !retry && !m.skipAggregates {
 		m.aggs.add(t)
 	}
 }
@@ -89,7 +100,9 @@ func (m *model) Failed(id int64, t *schemas.UserTag, now time.Time) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.settle.settled(id, ns)
-	m.profiles.failed(id, t)
+	if !m.skipProfiles {
+		m.profiles.failed(id, t)
+	}
 	m.aggs.markUncertain(schemas.MinuteOf(t.TimeMs))
 }
 

@@ -105,6 +105,8 @@ func newRunner(cfg Config) (*runner, error) {
 		base = base[:len(base)-1]
 	}
 	startMs := cfg.Start.UnixMilli()
+	m := newModel(startMs, cfg.ProfileFreshness, cfg.AggregateFreshness)
+	m.skipProfiles, m.skipAggregates = cfg.ProfileEvery < 0, cfg.AggregateEvery < 0
 	return &runner{
 		cfg: cfg,
 		client: &fasthttp.HostClient{
@@ -121,7 +123,7 @@ func newRunner(cfg Config) (*runner, error) {
 			RetryIfErr: func(*fasthttp.Request, int, error) (bool, bool) { return false, false },
 		},
 		baseURL:    base,
-		model:      newModel(startMs, cfg.ProfileFreshness, cfg.AggregateFreshness),
+		model:      m,
 		work:       make(chan workItem, cfg.Conns),
 		unacked:    make(map[int64]struct{}),
 		timeline:   newTimeline(),
