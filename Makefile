@@ -54,3 +54,17 @@ test-deps:
 
 clean:
 	rm -rf bin
+
+# Benchmarks (bench/): the scenarios one after another on this machine,
+# about 10 minutes, then BENCHMARKS.md and bench/results/ from the run.
+# Run them on a quiet machine (the report warns when it was not). Quick
+# check of the harness: make bench BENCH_FLAGS='--quick --out /tmp/B.md --results /tmp/bench'
+.PHONY: bench bench-full
+BENCH_FLAGS ?=
+
+bench:
+	$(GO) run ./bench --ldflags '$(LDFLAGS)' --out BENCHMARKS.md --results bench/results $(BENCH_FLAGS)
+
+# The same, plus aggregates at full retention (bench/fullretention, when present).
+bench-full:
+	$(GO) run ./bench --ldflags '$(LDFLAGS)' --out BENCHMARKS.md --results bench/results --full $(BENCH_FLAGS)

@@ -14,7 +14,8 @@ import (
 type binaries struct {
 	allezon string
 	limit   string
-	plot    bool // allezon loadgen has --plot
+	plot    bool     // allezon loadgen has --plot
+	builds  []string // the go build commands, as run
 }
 
 // build compiles allezon (with the Makefile's flags, so the benchmark runs
@@ -24,22 +25,24 @@ func build(ctx context.Context, root, dir, ldflags string) (binaries, error) {
 	if ldflags == "" {
 		ldflags = "-s -w -X main.version=" + gitDescribe(ctx, root)
 	}
-	if err := goBuild(ctx, root, b.allezon, "./cmd/allezon", "-trimpath", "-ldflags", ldflags); err != nil {
-		return b, err
-	}
-	if err := goBuild(ctx, root, b.limit, "./bench/limit", "-trimpath"); err != nil {
-		return b, err
+	for _, args := range [][]string{
+		{"build", "-o", b.allezon, "-trimpath", "-ldflags", ldflags, "./cmd/allezon"},
+		{"build", "-o", b.limit, "-trimpath", "./bench/limit"},
+	} {
+		b.builds = append(b.builds, shellJoin(append([]string{"go"}, args...)))
+		if err := goBuild(ctx, root, args); err != nil {
+			return b, err
+		}
 	}
 	b.plot = hasFlag(ctx, b.allezon, "plot", "loadgen", "-h")
 	return b, nil
 }
 
-func goBuild(ctx context.Context, root, out, pkg string, flags ...string) error {
-	args := append([]string{"build", "-o", out}, flags...)
-	cmd := exec.CommandContext(ctx, "go", append(args, pkg)...)
+func goBuild(ctx context.Context, root string, args []string) error {
+	cmd := exec.CommandContext(ctx, "go", args...)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
-		return fmt.Errorf("go build %s: %w\n%s", pkg, err, b)
+		return fmt.Errorf("go %s: %w\n%s", strings.Join(args, " "), err, b)
 	}
 	return nil
 }

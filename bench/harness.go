@@ -101,7 +101,7 @@ func run(ctx context.Context, opt options) error {
 	if h.bin, err = build(ctx, h.root, h.tmp, opt.LDFlags); err != nil {
 		return err
 	}
-	rep := &report{Machine: m, Quick: opt.Quick, Plot: h.bin.plot, Started: time.Now().UTC()}
+	rep := &report{Machine: m, Quick: opt.Quick, Plot: h.bin.plot, Builds: h.bin.builds, Started: time.Now().UTC()}
 	for _, sc := range selected {
 		if ctx.Err() != nil {
 			break

@@ -15,6 +15,7 @@ type report struct {
 	Machine  machine    `json:"machine"`
 	Quick    bool       `json:"quick"`
 	Plot     bool       `json:"loadgen_plot"` // allezon loadgen had --plot
+	Builds   []string   `json:"builds"`       // go build commands of the binaries run
 	Started  time.Time  `json:"started"`
 	Finished time.Time  `json:"finished"`
 	Sections []*section `json:"sections"`
@@ -116,6 +117,10 @@ func (r *report) writeMachine(b *bytes.Buffer) {
 	if m.Load1 > busyLoad {
 		fmt.Fprintf(b, "> **Warning: numbers from a busy machine.** The 1-minute load average was %.2f before the run started (above %.1f): other work shared the CPUs, so throughput may be understated and latencies overstated.\n\n", m.Load1, busyLoad)
 	}
+	if len(r.Builds) > 0 {
+		b.WriteString("The binaries were built into a temporary directory, removed after the run, which the commands below name:\n\n```sh\n" +
+			strings.Join(r.Builds, "\n") + "\n```\n\n")
+	}
 }
 
 // writeSummary puts every missed target first, in plain words.
@@ -139,7 +144,11 @@ func (r *report) writeSummary(b *bytes.Buffer) {
 		}
 	}
 	b.WriteString("## Summary\n\n")
-	fmt.Fprintf(b, "%d of %d targets met.\n", met, total)
+	if total == 0 {
+		b.WriteString("No target was judged in this run.\n")
+	} else {
+		fmt.Fprintf(b, "%d of %d targets met.\n", met, total)
+	}
 	if len(missed) > 0 {
 		b.WriteString("\n" + strings.Join(missed, "\n") + "\n")
 	}

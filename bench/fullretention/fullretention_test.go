@@ -29,6 +29,7 @@ import (
 	"github.com/allezon/allezon/schemas"
 	"github.com/allezon/allezon/services/postgres"
 	"github.com/allezon/allezon/services/postgres/pgtest"
+	"github.com/cockroachdb/pebble/v2"
 	"github.com/jackc/pgx/v5"
 )
 
@@ -57,6 +58,7 @@ type params struct {
 	FlushSeconds int64    `json:"flush_event_seconds"`
 	CheckEvery   int      `json:"check_one_block_of_8_in"`
 	PGStatements bool     `json:"pg_stat_statements"`
+	SettleSec    int64    `json:"settle_s_before_queries"`
 	Out          string   `json:"-"`
 }
 
@@ -108,6 +110,13 @@ func loadParams(t *testing.T) params {
 	}
 	p.Out = os.Getenv("ALLEZON_BENCH_OUT")
 	p.PGStatements = os.Getenv("ALLEZON_BENCH_PG_STATEMENTS") == "1"
+	if v := os.Getenv("ALLEZON_BENCH_SETTLE"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			t.Fatalf("ALLEZON_BENCH_SETTLE=%q: want seconds >= 0", v)
+		}
+		p.SettleSec = n
+	}
 	return p
 }
 
@@ -187,6 +196,19 @@ type backendRes struct {
 	Queries  queryRes        `json:"queries"`
 	Estimate estimate        `json:"full_run_estimate"`
 	Postgres *postgresDetail `json:"postgres,omitempty"`
+	Pebble   *pebbleDetail   `json:"pebble,omitempty"`
+}
+
+// pebbleDetail is the LSM's shape after the queries (what a Get has to
+// look through: every Get of a merge-only key reads every level).
+type pebbleDetail struct {
+	ReadAmp        int     `json:"read_amp"`
+	L0Sublevels    int32   `json:"l0_sublevels"`
+	L0Tables       int64   `json:"l0_tables"`
+	TablesByLevel  []int64 `json:"tables_by_level"`
+	BytesByLevel   []int64 `json:"bytes_by_level"`
+	CompactionDebt uint64  `json:"compaction_debt_bytes"`
+	Metrics        string  `json:"metrics"`
 }
 
 type fillRes struct {
@@ -381,7 +403,12 @@ func runBackend(t *testing.T, backend string, p params, s *stream, qs []benchQue
 	if err != nil {
 		t.Fatalf("open %s: %v", backend, err)
 	}
-	defer store.Close()
+	closed := false
+	defer func() {
+		if !closed {
+			store.Close()
+		}
+	}()
 
 	br.Fill = fill(t, store, p, s)
 	t.Logf("%s fill: %.1f s, %d tags (%.0f tags/s), %d commits, %d cells, %d rollup rows (%.0f rows/s), commit p50 %.1f ms p99 %.1f ms, committers busy %.0f%%, generator busy %.0f%%",
@@ -408,9 +435,22 @@ func runBackend(t *testing.T, backend string, p params, s *stream, qs []benchQue
 	}
 	t.Logf("%s size: %.1f MiB (%s)", backend, float64(br.Size.Bytes)/(1<<20), br.Size.What)
 
+	if p.SettleSec > 0 {
+		t.Logf("waiting %d s before the queries (ALLEZON_BENCH_SETTLE)", p.SettleSec)
+		time.Sleep(time.Duration(p.SettleSec) * time.Second)
+	}
 	br.Queries, answers[backend] = runQueries(t, store, s, qs)
-	if backend == "postgres" {
+	switch backend {
+	case "postgres":
 		br.Queries.Explain = explainSlowest(t, dsn, qs, br.Queries)
+	case "pebble":
+		closed = true
+		if err := store.Close(); err != nil {
+			t.Fatalf("close: %v", err)
+		}
+		br.Pebble = pebbleShape(t, pebbleDir)
+		t.Logf("pebble LSM after the queries: read amp %d, L0 %d tables in %d sublevels, compaction debt %.1f MiB\n%s",
+			br.Pebble.ReadAmp, br.Pebble.L0Tables, br.Pebble.L0Sublevels, float64(br.Pebble.CompactionDebt)/(1<<20), br.Pebble.Metrics)
 	}
 	return br
 }
@@ -961,6 +1001,37 @@ func explainSlowest(t *testing.T, dsn string, qs []benchQuery, qr queryRes) map[
 	}
 	return out
 }
+
+// ---------------------------------------------------------------- pebble
+
+// pebbleShape opens the closed store's directory read-only and reads its
+// LSM metrics. The merger only has to carry the store's name (the store
+// refuses another); nothing is read, so nothing is merged.
+func pebbleShape(t *testing.T, dir string) *pebbleDetail {
+	db, err := pebble.Open(dir, &pebble.Options{
+		ReadOnly: true,
+		Merger:   &pebble.Merger{Name: "allezon.totals.v1", Merge: pebble.DefaultMerger.Merge},
+		Logger:   quietLogger{t},
+	})
+	if err != nil {
+		t.Fatalf("open pebble read-only: %v", err)
+	}
+	defer db.Close()
+	m := db.Metrics()
+	d := &pebbleDetail{ReadAmp: m.ReadAmp(), L0Sublevels: m.Levels[0].Sublevels, L0Tables: m.Levels[0].TablesCount,
+		CompactionDebt: m.Compact.EstimatedDebt, Metrics: m.String()}
+	for _, l := range m.Levels {
+		d.TablesByLevel = append(d.TablesByLevel, l.TablesCount)
+		d.BytesByLevel = append(d.BytesByLevel, l.TablesSize)
+	}
+	return d
+}
+
+type quietLogger struct{ t *testing.T }
+
+func (quietLogger) Infof(string, ...any)           {}
+func (l quietLogger) Errorf(f string, args ...any) { l.t.Logf("pebble: "+f, args...) }
+func (l quietLogger) Fatalf(f string, args ...any) { l.t.Fatalf("pebble: "+f, args...) }
 
 // ------------------------------------------------------------- machine
 
