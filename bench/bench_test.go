@@ -107,6 +107,17 @@ func TestFullRetentionHook(t *testing.T) {
 	if len(sec.Notes) == 0 || !strings.Contains(sec.Notes[0], "Not from this run") {
 		t.Errorf("an earlier run's figures are not dated: %q", sec.Notes)
 	}
+	// bench/fullretention's own results: a table, one row per backend.
+	js = `{"params":{"hours":24,"rate_tags_per_s":1000},"tags":86400000,"minutes":1440,"backends":[` +
+		`{"backend":"pebble","fill":{"seconds":1200,"tags_per_s":72000},"size":{"bytes":1073741824},` +
+		`"queries":{"latency_ms":{"n":1000,"p50":0.5,"p99":2.5,"max":9},"non_empty_share":1,"checked_against_reference":100,"mismatches":0}}]}`
+	if err := os.WriteFile(path, []byte(js), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	sec = h.fullRetention(context.Background())
+	if len(sec.Tables) != 1 || strings.Join(sec.Tables[0].Rows[0], "|") != "pebble|72,000 tags/s in 20m0s|1 GiB|1,000|500 µs|2.50 ms|9.00 ms|100.0 %|100|0" {
+		t.Errorf("table from bench/fullretention's results: %+v", sec.Tables)
+	}
 }
 
 func TestProcReaders(t *testing.T) {

@@ -265,6 +265,8 @@ func fmtDur(d time.Duration) string {
 		return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond))
 	case d < time.Second:
 		return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+	case d >= time.Minute:
+		return d.Round(time.Second).String()
 	default:
 		return fmt.Sprintf("%.2f s", d.Seconds())
 	}
