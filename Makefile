@@ -65,6 +65,7 @@ BENCH_FLAGS ?=
 bench:
 	$(GO) run ./bench --ldflags '$(LDFLAGS)' --out BENCHMARKS.md --results bench/results $(BENCH_FLAGS)
 
-# The same, plus aggregates at full retention (bench/fullretention, when present).
+# The same, plus aggregates at full retention: bench/fullretention's
+# benchfull test, when present (hours at its defaults; ALLEZON_BENCH_* size it).
 bench-full:
 	$(GO) run ./bench --ldflags '$(LDFLAGS)' --out BENCHMARKS.md --results bench/results --full $(BENCH_FLAGS)
