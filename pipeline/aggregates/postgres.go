@@ -33,6 +33,17 @@ import (
 // descent per minute (PostgreSQL 15 has no skip scan, so a minute range with
 // an equality on a later key column would walk every row of those minutes
 // instead). TestPostgresQueryPlans checks the plans with EXPLAIN.
+// pgCommitOrder is the order of the upserts in a Commit: least shared rows
+// first. Two partitions' committers share the rows of a minute's rollups
+// (its total most of all) but almost never a full cell, so upserting the
+// cells first and the total last keeps the shared row locks for the last
+// moments of each transaction instead of its whole length; measured with
+// the order of the enum, the total's upsert spent ~100 ms per commit
+// waiting for the other partition's transaction (bench/fullretention).
+// Every committer uses this one order, so locks are still taken in one
+// global order and cannot deadlock.
+var pgCommitOrder = [numRollups]rollup{rollCell, rollBrandCategory, rollOrigin, rollBrand, rollCategory, rollTotal}
+
 var pgTables = [numRollups]string{
 	rollTotal:         "agg_total",
 	rollOrigin:        "agg_origin",
@@ -155,7 +166,7 @@ func (s *pgStore) Commit(ctx context.Context, deltas map[schemas.Cell]schemas.To
 		}
 	}
 	rolls := expand(deltas)
-	for r := range numRollups {
+	for _, r := range pgCommitOrder {
 		if len(rolls[r]) > 0 {
 			batch.Queue(upsertSQL[r], upsertArgs(r, rolls[r])...)
 		}

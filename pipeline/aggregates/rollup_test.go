@@ -102,3 +102,20 @@ func TestDropMemo(t *testing.T) {
 		})
 	}
 }
+
+// TestPgCommitOrderCoversEveryRollup: a rollup missing from the commit
+// order would silently never be written.
+func TestPgCommitOrderCoversEveryRollup(t *testing.T) {
+	seen := map[rollup]bool{}
+	for _, r := range pgCommitOrder {
+		if seen[r] {
+			t.Fatalf("rollup %d twice in pgCommitOrder", r)
+		}
+		seen[r] = true
+	}
+	for r := range numRollups {
+		if !seen[r] {
+			t.Fatalf("rollup %d (%s) missing from pgCommitOrder", r, pgTables[r])
+		}
+	}
+}
