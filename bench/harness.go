@@ -174,12 +174,19 @@ func (h *harness) startAllezon(ctx context.Context, name string) (*server, strin
 	if err != nil {
 		return nil, "", err
 	}
+	// pprof on a free loopback port of its own, never the default 6060
+	// that someone profiling by hand may be using.
+	admin, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
 	s, err := startServer(ctx, h.tmp, name+"-allezon", h.bin.allezon,
-		[]string{"all", "--http", "{addr}", "--admin", "", "--data", data}, "/health")
+		[]string{"all", "--http", "{addr}", "--admin", admin, "--data", data}, "/health")
 	if err != nil {
 		os.RemoveAll(data)
 		return nil, "", err
 	}
+	s.admin = admin
 	return s, data, nil
 }
 

@@ -27,13 +27,14 @@ const stopTimeout = 20 * time.Second
 // server is one process under test, started on a free loopback port with
 // its output in a log file.
 type server struct {
-	name string
-	addr string
-	args []string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{} // closed when the process exited
-	err  error         // its exit status, valid once done is closed
+	name  string
+	addr  string
+	admin string // pprof listener, when the server has one
+	args  []string
+	log   string
+	cmd   *exec.Cmd
+	done  chan struct{} // closed when the process exited
+	err   error         // its exit status, valid once done is closed
 }
 
 // startServer runs bin with args (in which "{addr}" is replaced by a free

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"maps"
+	"path/filepath"
 	"slices"
 	"time"
 
@@ -80,10 +81,25 @@ func runIngest(ctx context.Context, h *harness) *section {
 	if err != nil {
 		return sec.fail(err)
 	}
+	// Profile the middle half of the run: past the warm-up, before the end.
+	prof := filepath.Join(h.opt.Results, "ingest.cpu.pprof")
+	profErr := make(chan error, 1)
+	go func() {
+		if !sleepCtx(ctx, h.plan.Ingest/4) {
+			profErr <- ctx.Err()
+			return
+		}
+		profErr <- cpuProfile(ctx, srv.admin, h.plan.Ingest/2, prof)
+	}()
 	r, err := h.runLoadgen(ctx, "ingest", srv.addr, tagsOnly(h.plan.Ingest), true)
 	sec.addRun(r)
 	if err != nil {
 		return sec.fail(err)
+	}
+	if err := <-profErr; err != nil {
+		sec.Notes = append(sec.Notes, "Where the time goes: no CPU profile: "+err.Error())
+	} else {
+		defer h.profileSection(ctx, sec, prof)
 	}
 	cpu1, errCPU := cpuSeconds(pid)
 	rss, errRSS := peakRSS(pid)
@@ -217,4 +233,16 @@ func errorKinds(m map[string]int64) string {
 		s += fmt.Sprintf("%s: %d", k, m[k])
 	}
 	return " (" + s + ")"
+}
+
+// sleepCtx waits d or until ctx ends; it reports whether d passed.
+func sleepCtx(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
 }

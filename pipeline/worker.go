@@ -18,6 +18,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/allezon/allezon/eventlog"
 	"log/slog"
 	"math"
 	"math/rand/v2"
@@ -129,9 +130,7 @@ func (c Config) validate() error {
 }
 
 func (c Config) sarama() *sarama.Config {
-	sc := sarama.NewConfig()
-	sc.ClientID = "allezon-pipeline"
-	sc.Version = sarama.V3_6_0_0
+	sc := eventlog.NewSaramaConfig("allezon-pipeline")
 	// Eager range: a rebalance ends every claim (each flushes first) before
 	// any partition moves, so two live workers never own one partition.
 	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}

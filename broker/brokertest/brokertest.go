@@ -3,6 +3,7 @@
 package brokertest
 
 import (
+	"github.com/allezon/allezon/eventlog"
 	"io"
 	"log/slog"
 	"testing"
@@ -41,7 +42,7 @@ type Record struct {
 func ReadAll(tb testing.TB, addrs []string, topic string) []Record {
 	tb.Helper()
 	cfg := sarama.NewConfig()
-	cfg.Version = sarama.V3_6_0_0
+	cfg.Version = eventlog.Version
 	// Closing a partition consumer waits out its pending fetch.
 	cfg.Consumer.MaxWaitTime = 20 * time.Millisecond
 	client, err := sarama.NewClient(addrs, cfg)

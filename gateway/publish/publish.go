@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/allezon/allezon/eventlog"
 	"log/slog"
 	"sync"
 	"time"
@@ -88,10 +89,7 @@ func (c *Config) withDefaults() error {
 // in-sync replicas, so sarama's retries never duplicate a message, and one
 // request in flight per broker, which sarama requires for idempotence.
 func saramaConfig(c *Config) *sarama.Config {
-	sc := sarama.NewConfig()
-	sc.ClientID = "allezon-gateway"
-	sc.Version = sarama.V3_6_0_0
-	sc.MetricRegistry = nilRegistry{}
+	sc := eventlog.NewSaramaConfig("allezon-gateway")
 
 	sc.Producer.RequiredAcks = sarama.WaitForAll
 	sc.Producer.Idempotent = true

@@ -1,4 +1,4 @@
-package publish
+package eventlog
 
 import metrics "github.com/rcrowley/go-metrics"
 
