@@ -86,6 +86,9 @@ func runPipeline(ctx context.Context, args []string) error {
 // run starts the chosen components and blocks until ctx ends or one fails.
 func run(ctx context.Context, c *config, withGateway, withPipeline bool) error {
 	c.resolve()
+	if err := c.applyPasswordFile(); err != nil {
+		return err
+	}
 	log, err := c.logger()
 	if err != nil {
 		return err

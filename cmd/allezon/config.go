@@ -1,6 +1,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/url"
@@ -19,6 +20,10 @@ type config struct {
 	Profiles   string
 	Events     string
 	Aggregates string
+	// AggregatesPasswordFile, when set, holds the password of the
+	// postgres:// aggregates DSN (a Swarm secret), so it is never in the
+	// environment or on the command line.
+	AggregatesPasswordFile string
 
 	// Embedded broker.
 	BrokerAddr      string
@@ -68,6 +73,48 @@ func (c *config) gatewayFlags(fs *flagSet) {
 
 func (c *config) aggregatesFlags(fs *flagSet) {
 	fs.String(&c.Aggregates, "aggregates", "ALLEZON_AGGREGATES", "", "aggregates store: pebble://<dir> (default <data>/aggregates) or postgres://user:pass@host:port/db")
+	fs.String(&c.AggregatesPasswordFile, "aggregates-password-file", "ALLEZON_AGGREGATES_PASSWORD_FILE", "", "file whose first line is the password of the postgres:// aggregates DSN (e.g. /run/secrets/<name>)")
+}
+
+// applyPasswordFile sets the password read from AggregatesPasswordFile into
+// the postgres:// aggregates DSN.
+func (c *config) applyPasswordFile() error {
+	if c.AggregatesPasswordFile == "" {
+		return nil
+	}
+	dsn, err := withPasswordFile(c.Aggregates, c.AggregatesPasswordFile)
+	if err != nil {
+		return err
+	}
+	c.Aggregates = dsn
+	return nil
+}
+
+// withPasswordFile returns the postgres:// DSN with its password replaced by
+// the first line of file (without the line ending). Errors never quote the
+// DSN or the password.
+func withPasswordFile(dsn, file string) (string, error) {
+	if !isPostgres(dsn) {
+		return "", errors.New("aggregates-password-file needs a postgres:// aggregates DSN")
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return "", fmt.Errorf("aggregates-password-file: %w", err)
+	}
+	pw, _, _ := strings.Cut(string(b), "\n")
+	pw = strings.TrimSuffix(pw, "\r")
+	if pw == "" {
+		return "", fmt.Errorf("aggregates-password-file %s: empty password", file)
+	}
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", errors.New("aggregates DSN: not a valid URL")
+	}
+	if u.User == nil || u.User.Username() == "" {
+		return "", errors.New("aggregates-password-file: the aggregates DSN names no user (postgres://user@host/db)")
+	}
+	u.User = url.UserPassword(u.User.Username(), pw)
+	return u.String(), nil
 }
 
 func (c *config) pipelineFlags(fs *flagSet) {

@@ -23,6 +23,9 @@ func runMigrate(ctx context.Context, args []string) error {
 	if !isPostgres(c.Aggregates) {
 		return errors.New("migrate: --aggregates must be a postgres:// DSN (Pebble needs no migration)")
 	}
+	if err := c.applyPasswordFile(); err != nil {
+		return err
+	}
 	if err := postgres.Migrate(ctx, c.Aggregates); err != nil {
 		return err
 	}
