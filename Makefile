@@ -10,6 +10,14 @@ TEST_TIMEOUT ?= 20m
 
 .PHONY: all build build-debug run test lint unit test-deps clean
 
+# Images for the Swarm deployment (README "Deployment"): built by Docker
+# from the Dockerfile, tagged $(REGISTRY)/allezon:$(IMAGE_TAG). They need a
+# Docker engine, so no test runs them; stack/2-build-push.sh builds and
+# pushes both images for operators.
+REGISTRY  ?= localhost:5000
+IMAGE_TAG ?= $(VERSION)
+DOCKER    ?= docker
+
 all: build
 
 build:
@@ -26,7 +34,7 @@ run: build
 
 # Every test: lint, unit and contract suites (PostgreSQL started by the
 # tests themselves), end-to-end runs against the real binary.
-test: test-deps lint unit
+test: test-deps lint unit deploy-check
 
 unit:
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
@@ -44,16 +52,58 @@ lint:
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 # PostgreSQL comes from Debian's packages; the tests start private clusters
-# on loopback as the postgres user, so only the binaries are needed.
+# on loopback as the postgres user, so only the binaries are needed. The
+# deployment checks need shellcheck and promtool (Debian's prometheus; its
+# service is not started). The docker CLI must be there already.
 test-deps:
 	@if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then \
 	  echo "installing PostgreSQL (Debian packages) for the tests"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q postgresql; \
 	fi
+	@missing=; \
+	  command -v shellcheck >/dev/null 2>&1 || missing="$$missing shellcheck"; \
+	  command -v promtool >/dev/null 2>&1 || missing="$$missing prometheus"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing$$missing (Debian packages) for the deployment checks"; \
+	    if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	    $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $$missing; \
+	  fi
 
 clean:
 	rm -rf bin
+
+# The one image of every component: a static allezon (CGO_ENABLED=0) on a
+# pinned Alpine, non-root. image-debug is the -tags querydebug build.
+.PHONY: image image-debug image-patroni image-push
+image:
+	$(DOCKER) build --build-arg VERSION=$(IMAGE_TAG) -t $(REGISTRY)/allezon:$(IMAGE_TAG) .
+
+image-debug:
+	$(DOCKER) build --build-arg VERSION=$(IMAGE_TAG)-debug --build-arg TAGS=querydebug -t $(REGISTRY)/allezon:$(IMAGE_TAG)-debug .
+
+# PostgreSQL 15 under Patroni (services/patroni/), for 1.docker-compose.yaml.
+image-patroni:
+	$(DOCKER) build -t $(REGISTRY)/allezon-patroni:$(IMAGE_TAG) services/patroni
+
+image-push: image image-patroni
+	$(DOCKER) push $(REGISTRY)/allezon:$(IMAGE_TAG)
+	$(DOCKER) push $(REGISTRY)/allezon-patroni:$(IMAGE_TAG)
+
+# Deployment checks that are not Go tests (the invariants of the stack
+# files and the dashboard's metrics are, in ./stack, run by `unit`): Docker
+# accepts both stack files (the docker CLI alone, no engine), promtool
+# accepts the Prometheus config, shellcheck the operator scripts.
+.PHONY: deploy-check
+deploy-check:
+	@command -v docker >/dev/null 2>&1 || { echo "deploy-check: FAIL: the docker CLI is not installed; 'docker stack config' checks the stack files (no engine needed)"; exit 1; }
+	@for f in 1.docker-compose.yaml 2.docker-compose.yaml; do \
+	  echo "docker stack config -c $$f"; \
+	  ALLEZON_REGISTRY=registry.example:5000 ALLEZON_VERSION=check docker stack config -c $$f >/dev/null || exit 1; \
+	done
+	promtool check config services/prometheus/prometheus.yml
+	shellcheck stack/*.sh services/kafka/*.sh services/patroni/*.sh
+	@echo "deploy-check: stack files, Prometheus config and scripts OK"
 
 # Benchmarks (bench/): the scenarios one after another on this machine,
 # about 10 minutes, then BENCHMARKS.md and bench/results/ from the run.

@@ -3,6 +3,7 @@ package stack
 import (
 	"bufio"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -504,5 +505,57 @@ func TestStackInvariantsBite(t *testing.T) {
 				t.Errorf("want a report containing %q, got %q", tc.want, bad)
 			}
 		})
+	}
+}
+
+// The operator scripts agree with the stack files: the one-off containers
+// use the images the stacks run, and every Swarm config's name variable
+// (ALLEZON_CFG_*) is hashed from the file that config is made of.
+func TestScriptsMatchStackFiles(t *testing.T) {
+	lib, err := os.ReadFile("lib.sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, _ := loadBoth(t)
+	images := map[string]bool{}
+	for _, cfg := range files {
+		for _, svc := range asMap(cfg["services"]) {
+			images[str(svc, "image")] = true
+		}
+	}
+	for _, v := range []string{"KAFKA_IMAGE", "HAPROXY_IMAGE", "AEROSPIKE_TOOLS_IMAGE"} {
+		m := regexp.MustCompile(`(?m)^` + v + `=(\S+)$`).FindSubmatch(lib)
+		if m == nil {
+			t.Errorf("lib.sh: no %s", v)
+			continue
+		}
+		ref := string(m[1])
+		if why := imagePinned(ref); why != "" {
+			t.Errorf("lib.sh: %s=%s: %s", v, ref, why)
+		}
+		if v != "AEROSPIKE_TOOLS_IMAGE" && !images[ref] {
+			t.Errorf("lib.sh: %s=%s, which no service of the stack files runs", v, ref)
+		}
+	}
+
+	hashed := map[string]string{}
+	for _, m := range regexp.MustCompile(`(?m)^(ALLEZON_CFG_[A-Z_]+) (\S+)$`).FindAllSubmatch(lib, -1) {
+		hashed[string(m[1])] = string(m[2])
+	}
+	named := map[string]string{}
+	for _, f := range []string{"1.docker-compose.yaml", "2.docker-compose.yaml"} {
+		raw, err := os.ReadFile(filepath.Join(root, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, m := range regexp.MustCompile(`name: \S*\$\{(ALLEZON_CFG_[A-Z_]+):-v1\}\n\s+file: \./(\S+)`).FindAllSubmatch(raw, -1) {
+			named[string(m[1])] = string(m[2])
+		}
+		if n, want := len(regexp.MustCompile(`(?m)^    file: `).FindAll(raw, -1)), len(asMap(files[f]["configs"])); n != want {
+			t.Errorf("%s: %d configs, %d of them named by an ALLEZON_CFG_ variable", f, want, n)
+		}
+	}
+	if len(named) == 0 || !maps.Equal(named, hashed) {
+		t.Errorf("config name variables of the stack files %v differ from those lib.sh hashes %v", named, hashed)
 	}
 }
