@@ -17,8 +17,8 @@ import (
 func parseYAML(src string) (any, error) {
 	p := &yamlParser{}
 	for i, raw := range strings.Split(strings.ReplaceAll(src, "\r\n", "\n"), "\n") {
-		if strings.Contains(raw, "\t") && strings.TrimLeft(raw, " ") != "" && strings.HasPrefix(strings.TrimLeft(raw, " "), "\t") {
-			return nil, fmt.Errorf("line %d: tab indentation", i+1)
+		if strings.HasPrefix(strings.TrimLeft(raw, " "), "\t") {
+			return nil, fmt.Errorf("yaml line %d: tab indentation", i+1)
 		}
 		p.lines = append(p.lines, yamlLine{no: i + 1, raw: raw})
 	}
