@@ -63,3 +63,14 @@ var (
 		Help: "Successful retention drops of minutes older than the retention window.",
 	})
 )
+
+func init() {
+	// Every error series exists from the start at 0, so dashboards and
+	// alerts see "no errors" rather than "no data".
+	for _, r := range []string{reasonFenced, reasonStore} {
+		commitErrors.WithLabelValues(r)
+	}
+	for _, op := range []string{"offsets", "drop"} {
+		sinkErrors.WithLabelValues(op)
+	}
+}
