@@ -105,6 +105,26 @@ deploy-check:
 	shellcheck stack/*.sh services/kafka/*.sh services/patroni/*.sh
 	@echo "deploy-check: stack files, Prometheus config and scripts OK"
 
+# A real Patroni cluster on loopback (services/patroni/patronitest): etcd,
+# two Patroni nodes (PostgreSQL 15) and HAProxy from Debian's packages; the
+# leader crashes in the middle of a replay through broker, gateway and
+# pipeline, and the aggregates must come out exact. Runs as root (etcd and
+# Patroni are started as the users etcd and postgres); about 2 minutes.
+.PHONY: test-patroni
+test-patroni:
+	@missing=; \
+	  command -v patroni >/dev/null 2>&1 || missing="$$missing patroni"; \
+	  command -v etcd >/dev/null 2>&1 || missing="$$missing etcd-server"; \
+	  command -v etcdctl >/dev/null 2>&1 || missing="$$missing etcd-client"; \
+	  { command -v haproxy || [ -x /usr/sbin/haproxy ]; } >/dev/null 2>&1 || missing="$$missing haproxy"; \
+	  [ -x /usr/lib/postgresql/15/bin/postgres ] || missing="$$missing postgresql"; \
+	  if [ -n "$$missing" ]; then \
+	    echo "installing$$missing (Debian packages) for the Patroni test"; \
+	    if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	    $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
+	  fi
+	$(GO) test -tags patroni -count=1 -timeout 15m -v ./services/patroni/patronitest/
+
 # Benchmarks (bench/): the scenarios one after another on this machine,
 # about 10 minutes, then BENCHMARKS.md and bench/results/ from the run.
 # Run them on a quiet machine (the report warns when it was not). Quick
