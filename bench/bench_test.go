@@ -25,6 +25,7 @@ func TestQuickRun(t *testing.T) {
 		Out:      filepath.Join(dir, "BENCHMARKS.md"),
 		Results:  filepath.Join(dir, "results"),
 		Quick:    true,
+		devBuild: true,
 		Only:     []string{"limit", "ingest", "mixed", "freshness"},
 		Progress: io.Discard,
 		Log:      slog.New(slog.NewTextHandler(t.Output(), nil)),

@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 )
 
@@ -19,8 +20,11 @@ type binaries struct {
 }
 
 // build compiles allezon (with the Makefile's flags, so the benchmark runs
-// what `make build` ships) and the limit server into dir.
-func build(ctx context.Context, root, dir, ldflags string) (binaries, error) {
+// what `make build` ships) and the limit server into dir. trimpath is the
+// Makefile's -trimpath; the smoke test leaves it out, since a -trimpath
+// build recompiles every dependency on a machine that has only built
+// without it (a fresh CI machine: minutes of CPU for no benefit there).
+func build(ctx context.Context, root, dir, ldflags string, trimpath bool) (binaries, error) {
 	b := binaries{allezon: filepath.Join(dir, "allezon"), limit: filepath.Join(dir, "limit")}
 	if ldflags == "" {
 		ldflags = "-s -w -X main.version=" + gitDescribe(ctx, root)
@@ -29,6 +33,9 @@ func build(ctx context.Context, root, dir, ldflags string) (binaries, error) {
 		{"build", "-o", b.allezon, "-trimpath", "-ldflags", ldflags, "./cmd/allezon"},
 		{"build", "-o", b.limit, "-trimpath", "./bench/limit"},
 	} {
+		if !trimpath {
+			args = slices.DeleteFunc(args, func(a string) bool { return a == "-trimpath" })
+		}
 		b.builds = append(b.builds, shellJoin(append([]string{"go"}, args...)))
 		if err := goBuild(ctx, root, args); err != nil {
 			return b, err

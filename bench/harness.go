@@ -98,7 +98,7 @@ func run(ctx context.Context, opt options) error {
 	}
 	defer os.RemoveAll(h.tmp)
 	h.log.Info("building", "dir", h.tmp)
-	if h.bin, err = build(ctx, h.root, h.tmp, opt.LDFlags); err != nil {
+	if h.bin, err = build(ctx, h.root, h.tmp, opt.LDFlags, !opt.devBuild); err != nil {
 		return err
 	}
 	rep := &report{Machine: m, Quick: opt.Quick, Plot: h.bin.plot, Builds: h.bin.builds, Started: time.Now().UTC()}

@@ -36,6 +36,7 @@ type options struct {
 	Full       bool     // also run bench/fullretention when present
 	Only       []string // scenario names to run (empty: all)
 	LDFlags    string   // -ldflags of the allezon build (the Makefile's)
+	devBuild   bool     // tests: build without -trimpath (see build)
 	ModuleRoot string   // the module's directory (default: found with go env GOMOD)
 	Progress   io.Writer
 	Log        *slog.Logger
