@@ -175,7 +175,7 @@ func (n *Node) IsPrimary() bool { return n.check("/primary") }
 // IsReplica reports whether Patroni says this node is a running replica.
 func (n *Node) IsReplica() bool { return n.check("/replica") }
 
-// PostmasterPID is the first line of data/postmaster.pid (0: none).
+// PostmasterPID is the running postmaster of data/postmaster.pid (0: none).
 func (n *Node) PostmasterPID() int {
 	b, err := os.ReadFile(filepath.Join(n.DataDir(), "postmaster.pid"))
 	if err != nil {
@@ -183,6 +183,15 @@ func (n *Node) PostmasterPID() int {
 	}
 	line, _, _ := strings.Cut(string(b), "\n")
 	pid, _ := strconv.Atoi(strings.TrimSpace(line))
+	if pid <= 0 {
+		return 0
+	}
+	// A stale file may name a pid reused since: only ours has our data
+	// directory on its command line.
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil || !strings.Contains(string(cmdline), n.DataDir()) {
+		return 0
+	}
 	return pid
 }
 
@@ -197,7 +206,7 @@ func (n *Node) Crash() error {
 		return fmt.Errorf("%s: patroni did not die", n.Name)
 	}
 	if pid == 0 {
-		return fmt.Errorf("%s: no postmaster.pid", n.Name)
+		return fmt.Errorf("%s: no running postmaster", n.Name)
 	}
 	return stopPID(pid, syscall.SIGQUIT, 10*time.Second)
 }
