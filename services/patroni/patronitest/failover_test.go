@@ -147,7 +147,7 @@ func TestFailoverUnderReplay(t *testing.T) {
 	dsn := fmt.Sprintf("postgres://allezon@127.0.0.1:%d/allezon?sslmode=disable", c.WritePort)
 	brokerAddr, gwAddr, plAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	eventsURL := "kafka://" + brokerAddr + "/allezon-events"
-	allezon(t, work, "broker", "broker", "--admin", "", "--broker-addr", brokerAddr, "--data", filepath.Join(work, "broker"))
+	allezon(t, work, "broker", "broker", "--broker-addr", brokerAddr, "--data", filepath.Join(work, "broker"))
 	allezon(t, work, "pipeline", "pipeline", "--admin", "", "--http", plAddr, "--events", eventsURL,
 		"--aggregates", dsn, "--aggregates-password-file", pwFile, "--session-timeout", "1s")
 	waitHealthy(t, plAddr)
