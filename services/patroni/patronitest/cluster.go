@@ -594,9 +594,19 @@ func (c *Cluster) startHAProxy() error {
 	if err != nil {
 		return err
 	}
-	return waitFor(30*time.Second, "a writable leader through HAProxy", c.HAProxy, func() bool {
-		ok, _ := c.Writable(context.Background())
-		return ok
+	// HAProxy starts with every server up until its checks fail (fall 2,
+	// inter 1s): a new connection may still reach the replica for ~2 s.
+	// Wait until every connection for 3 s in a row reaches the leader.
+	var since time.Time
+	return waitFor(30*time.Second, "only the leader through HAProxy for 3 s", c.HAProxy, func() bool {
+		if ok, _ := c.Writable(context.Background()); !ok {
+			since = time.Time{}
+			return false
+		}
+		if since.IsZero() {
+			since = time.Now()
+		}
+		return time.Since(since) >= 3*time.Second
 	})
 }
 
