@@ -15,16 +15,7 @@ set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 wants_help "$@"
 
-timeout=900
-while (($#)); do
-  case $1 in
-    --timeout)
-      timeout=${2:?--timeout needs seconds}
-      shift 2
-      ;;
-    *) die "unknown argument $1 (see --help)" ;;
-  esac
-done
+parse_timeout 900 "$@"
 need_manager
 load_release
 need_secrets allezon_db_password allezon_pg_superuser_password allezon_pg_replication_password

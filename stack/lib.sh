@@ -49,6 +49,22 @@ wants_help() {
   done
 }
 
+# parse_timeout DEFAULT ARGS...: sets timeout from --timeout SECONDS (else
+# DEFAULT) and dies on any other argument. The step scripts take only it.
+parse_timeout() {
+  timeout=$1
+  shift
+  while (($#)); do
+    case $1 in
+      --timeout)
+        timeout=${2:?--timeout needs seconds}
+        shift 2
+        ;;
+      *) die "unknown argument $1 (see --help)" ;;
+    esac
+  done
+}
+
 need_cmd() {
   local c
   for c in "$@"; do
