@@ -25,13 +25,13 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/allezon/allezon/services/postgres/pgtest"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"os/user"
 	"path/filepath"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -61,7 +61,7 @@ type Proc struct {
 	Name   string
 	Log    string
 	cmd    *exec.Cmd
-	exited chan struct{}
+	exited <-chan struct{}
 }
 
 // Alive reports whether the process has not exited yet.
@@ -124,24 +124,11 @@ func startProc(name, logPath string, cred *syscall.Credential, pdeath syscall.Si
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.Env = env
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: pdeath, Setpgid: true}
-	p := &Proc{Name: name, Log: logPath, cmd: cmd, exited: make(chan struct{})}
-	started := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			runtime.UnlockOSThread()
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-		close(p.exited)
-		// The thread stays locked and exits with this goroutine.
-	}()
-	if err := <-started; err != nil {
+	exited, err := pgtest.StartTied(cmd)
+	if err != nil {
 		return nil, fmt.Errorf("start %s: %w", name, err)
 	}
-	return p, nil
+	return &Proc{Name: name, Log: logPath, cmd: cmd, exited: exited}, nil
 }
 
 // Node is one Patroni node and its PostgreSQL.

@@ -53,7 +53,7 @@ type Cluster struct {
 
 	mu     sync.Mutex
 	proc   *os.Process
-	exited chan struct{} // closed when proc has been reaped
+	exited <-chan struct{} // closed when proc has been reaped
 }
 
 var (
@@ -229,23 +229,8 @@ func (c *Cluster) launch() error {
 		Pdeathsig: syscall.SIGQUIT,
 		Setpgid:   true, // a ^C to go test must not reach the server first
 	}
-	started := make(chan error, 1)
-	exited := make(chan struct{})
-	go func() {
-		// Keep the forking thread alive for as long as the server runs, so
-		// Pdeathsig fires only when the test process really goes away.
-		runtime.LockOSThread()
-		if err := cmd.Start(); err != nil {
-			started <- err
-			runtime.UnlockOSThread()
-			return
-		}
-		started <- nil
-		_ = cmd.Wait()
-		close(exited)
-		// Leave the thread locked: it exits with this goroutine.
-	}()
-	if err := <-started; err != nil {
+	exited, err := StartTied(cmd)
+	if err != nil {
 		return fmt.Errorf("start postgres: %w", err)
 	}
 	c.proc, c.exited = cmd.Process, exited
@@ -351,4 +336,31 @@ func freePort() (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// StartTied starts cmd from an OS thread kept alive for as long as the
+// child runs, and returns a channel closed when the child has exited.
+// Linux delivers a Pdeathsig set in cmd.SysProcAttr when the thread that
+// forked the child ends, not the process: a child forked from a goroutine's
+// borrowed thread could be killed the moment Go retires that thread. So
+// servers a test starts this way die with the test binary, and only then.
+func StartTied(cmd *exec.Cmd) (<-chan struct{}, error) {
+	started := make(chan error, 1)
+	exited := make(chan struct{})
+	go func() {
+		runtime.LockOSThread()
+		if err := cmd.Start(); err != nil {
+			started <- err
+			runtime.UnlockOSThread()
+			return
+		}
+		started <- nil
+		_ = cmd.Wait()
+		close(exited)
+		// Leave the thread locked: it exits with this goroutine.
+	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	return exited, nil
 }
