@@ -60,7 +60,7 @@ type Config struct {
 	ReadTimeout    time.Duration
 	WriteTimeout   time.Duration
 	IdleTimeout    time.Duration
-	// MaxTagBytes bounds a POST /user_tags body (413 above). Queries carry
+	// MaxTagBytes bounds a POST /user_tags body (400 above, SPEC §1). Queries carry
 	// their expected answer as the body in debug mode, up to 400 tags, so
 	// they get the larger MaxQueryBytes.
 	MaxTagBytes   int
@@ -206,10 +206,13 @@ func (s *Server) backendContext() (context.Context, context.CancelFunc) {
 }
 
 // transportError answers requests fasthttp could not read: an oversized
-// body gets 413, a too-large header 431, anything else 400.
+// body gets 413 (400 on /user_tags, as SPEC §1 says), a too-large header
+// 431, anything else 400.
 func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge) && string(ctx.Request.URI().PathOriginal()) == "/user_tags":
+		writeError(ctx, fasthttp.StatusBadRequest, "request body too large")
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "request body too large")
 	case errors.As(err, &small):

@@ -26,7 +26,9 @@ var tagScratchPool = sync.Pool{New: func() any { return &tagScratch{json: make([
 // tag twice in the aggregates.
 func (s *Server) userTags(ctx *fasthttp.RequestCtx, rid string) {
 	if len(ctx.PostBody()) > s.cfg.MaxTagBytes {
-		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "user tag body larger than "+strconv.Itoa(s.cfg.MaxTagBytes)+" bytes")
+		// SPEC §1 lists an oversized body among the malformed inputs
+		// that get a 400 (the query endpoints answer 413).
+		writeError(ctx, fasthttp.StatusBadRequest, "user tag body larger than "+strconv.Itoa(s.cfg.MaxTagBytes)+" bytes")
 		return
 	}
 	sc := tagScratchPool.Get().(*tagScratch)

@@ -67,7 +67,7 @@ func (c *config) eventsFlags(fs *flagSet) {
 func (c *config) gatewayFlags(fs *flagSet) {
 	fs.String(&c.Profiles, "profiles", "ALLEZON_PROFILES", "", "profile store: pebble://<dir> (default <data>/profiles) or aerospike://host:3000[,host:3000]/<namespace>")
 	fs.Duration(&c.BackendTimeout, "backend-timeout", "ALLEZON_BACKEND_TIMEOUT", 2*time.Second, "deadline of one request's work on the backends")
-	fs.Int(&c.MaxTagBytes, "max-tag-body", "ALLEZON_MAX_TAG_BODY", 64<<10, "largest POST /user_tags body (413 above)")
+	fs.Int(&c.MaxTagBytes, "max-tag-body", "ALLEZON_MAX_TAG_BODY", 64<<10, "largest POST /user_tags body (400 above, as SPEC says)")
 	fs.Int(&c.MaxQueryBytes, "max-query-body", "ALLEZON_MAX_QUERY_BODY", 4<<20, "largest query body (the expected answer in debug mode; 413 above)")
 }
 
