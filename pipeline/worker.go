@@ -74,6 +74,13 @@ type Config struct {
 	SessionTimeout    time.Duration // default 10s
 	HeartbeatInterval time.Duration // default 3s
 
+	// DrainTimeout bounds the drain when ctx ends: each claim goes on
+	// consuming up to its partition's high watermark as of that moment,
+	// commits, and only then lets go, so a graceful stop after the
+	// producers stopped leaves nothing to re-read. Negative: no drain,
+	// commit what was consumed and stop.
+	DrainTimeout time.Duration // default 5s
+
 	Logger *slog.Logger // default slog.Default()
 }
 
@@ -85,6 +92,7 @@ const (
 	defaultDropInterval      = time.Minute
 	defaultSessionTimeout    = 10 * time.Second
 	defaultHeartbeatInterval = 3 * time.Second
+	defaultDrainTimeout      = 5 * time.Second
 
 	// storeTimeout bounds one call to the sink. A commit that takes longer
 	// is abandoned as ambiguous: its deltas are dropped and re-read, which
@@ -109,6 +117,7 @@ func (c Config) withDefaults() Config {
 	c.RetentionQuorum = cmp.Or(c.RetentionQuorum, defaultRetentionQuorum)
 	c.SessionTimeout = cmp.Or(c.SessionTimeout, defaultSessionTimeout)
 	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, defaultHeartbeatInterval)
+	c.DrainTimeout = cmp.Or(c.DrainTimeout, defaultDrainTimeout)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -149,8 +158,8 @@ func (c Config) sarama() *sarama.Config {
 	return sc
 }
 
-// Run consumes until ctx is cancelled, then flushes what it has and returns
-// nil. It survives broker and store outages: it logs, counts, backs off and
+// Run consumes until ctx is cancelled, then drains (Config.DrainTimeout),
+// flushes what it has and returns nil. It survives broker and store outages: it logs, counts, backs off and
 // resumes from the offsets stored in the sink. It returns an error only for
 // an unusable configuration.
 func Run(ctx context.Context, cfg Config, sink Sink) error {
@@ -230,12 +239,17 @@ func (w *worker) runGroup(ctx context.Context, bo *backoff) error {
 		errsDone.Wait()
 	}()
 
-	h := &handler{w: w, client: client}
+	h := &handler{w: w, client: client, drain: newDrain()}
+	// The sessions run on their own context, which ends only once the
+	// claims drained after ctx ended (or the drain timed out).
+	consumeCtx, stopConsuming := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopConsuming()
+	go w.drainOnStop(ctx, consumeCtx, h.drain, stopConsuming)
 	topics := []string{w.cfg.Topic}
 	for ctx.Err() == nil {
 		h.failed.Store(false)
 		began := time.Now()
-		err := group.Consume(ctx, topics, h)
+		err := group.Consume(consumeCtx, topics, h)
 		switch {
 		case ctx.Err() != nil:
 			return nil
@@ -259,6 +273,80 @@ func (w *worker) runGroup(ctx context.Context, bo *backoff) error {
 		}
 	}
 	return nil
+}
+
+// drainOnStop waits for ctx to end, tells the claims to drain, and ends the
+// sessions once they all did or DrainTimeout passed.
+func (w *worker) drainOnStop(ctx, consumeCtx context.Context, d *drain, stopConsuming context.CancelFunc) {
+	select {
+	case <-ctx.Done():
+	case <-consumeCtx.Done():
+		return
+	}
+	if w.cfg.DrainTimeout < 0 {
+		stopConsuming()
+		return
+	}
+	d.begin()
+	t := time.NewTimer(w.cfg.DrainTimeout)
+	defer t.Stop()
+	select {
+	case <-d.finished:
+		w.log.Info("pipeline drained: every claimed partition committed up to its high watermark")
+	case <-t.C:
+		w.log.Warn("pipeline drain timed out; the rest is re-read on the next start", "drain_timeout", w.cfg.DrainTimeout)
+	case <-consumeCtx.Done():
+	}
+	stopConsuming()
+}
+
+// drain tracks the claims of a stopping worker: started is closed when the
+// stop begins, finished once no claim has events left below the high
+// watermark it read then.
+type drain struct {
+	started  chan struct{}
+	finished chan struct{}
+
+	mu      sync.Mutex
+	begun   bool
+	pending int // claims running and not yet drained
+	done    bool
+}
+
+func newDrain() *drain {
+	return &drain{started: make(chan struct{}), finished: make(chan struct{})}
+}
+
+func (d *drain) begin() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.begun = true
+	close(d.started)
+	d.finishIfIdle()
+}
+
+// claimStarted counts a running claim; its release func (call it once it
+// drained or returned, either is fine, twice is harmless) uncounts it.
+func (d *drain) claimStarted() (release func()) {
+	d.mu.Lock()
+	d.pending++
+	d.mu.Unlock()
+	var once sync.Once
+	return func() {
+		once.Do(func() {
+			d.mu.Lock()
+			defer d.mu.Unlock()
+			d.pending--
+			d.finishIfIdle()
+		})
+	}
+}
+
+func (d *drain) finishIfIdle() {
+	if d.begun && d.pending == 0 && !d.done {
+		d.done = true
+		close(d.finished)
+	}
 }
 
 // rebalanceNoise reports errors that a rebalance causes by design: the
@@ -317,6 +405,8 @@ type handler struct {
 
 	// failed is set when a commit failed in the current session.
 	failed atomic.Bool
+	// drain coordinates the claims when the worker stops.
+	drain *drain
 
 	mu sync.Mutex
 	// starts is where each claimed partition of the current session
@@ -462,10 +552,14 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 	// The partition may move to another worker: stop reporting its lag.
 	defer consumerLag.DeleteLabelValues(c.topic, c.label)
 
+	release := h.drain.claimStarted()
+	defer release()
 	tick := time.NewTicker(h.w.cfg.FlushInterval)
 	defer tick.Stop()
 	msgs := claim.Messages()
 	done := sess.Context().Done()
+	stopping := h.drain.started
+	drainTo := int64(math.MaxInt64)
 	var tag schemas.UserTag
 	for {
 		select {
@@ -475,6 +569,19 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 				return nil
 			}
 			c.consume(msg, &tag)
+			if c.next >= drainTo {
+				c.flush()
+				release()
+				msgs = nil // drained: wait for the session to end
+			}
+		case <-stopping:
+			stopping = nil
+			drainTo = c.drainTarget()
+			if c.next >= drainTo {
+				c.flush()
+				release()
+				msgs = nil
+			}
 		case <-tick.C:
 			consumerLag.WithLabelValues(c.topic, c.label).Set(float64(max(claim.HighWaterMarkOffset()-c.next, 0)))
 			if !c.flush() {
@@ -488,6 +595,17 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 			return nil
 		}
 	}
+}
+
+// drainTarget is the partition's high watermark now: where a stopping claim
+// may stop consuming. If the broker cannot say, it is where the claim is.
+func (c *claimState) drainTarget() int64 {
+	hw, err := c.h.client.GetOffset(c.topic, c.part, sarama.OffsetNewest)
+	if err != nil {
+		c.log.Warn("drain: cannot read the high watermark; committing what was consumed", "err", err)
+		return c.next
+	}
+	return hw
 }
 
 // claimState is one claim's accumulator and offsets, owned by its

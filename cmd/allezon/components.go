@@ -177,9 +177,12 @@ func isPostgres(dsn string) bool {
 	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 }
 
-// startPipeline runs a stream worker until ctx ends; a worker that fails
-// stops the whole process (fail cancels it). The returned func stops it
-// and waits for its last flush.
+// startPipeline runs a stream worker; a worker that fails stops the whole
+// process (fail cancels it). The returned func stops it and waits for its
+// drain and last commit. It does not stop when ctx ends: in allezon all the
+// gateway drains its requests and the producer flushes first (closers run
+// in reverse order), so the worker's drain then reaches every event of the
+// log.
 func startPipeline(ctx context.Context, c *config, log *slog.Logger, brokers []string, topic string,
 	sink pipeline.Sink, fail context.CancelCauseFunc) func() error {
 	session := c.SessionTimeout
@@ -189,7 +192,7 @@ func startPipeline(ctx context.Context, c *config, log *slog.Logger, brokers []s
 			session = time.Second
 		}
 	}
-	pctx, stop := context.WithCancel(ctx)
+	pctx, stop := context.WithCancel(context.WithoutCancel(ctx))
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
@@ -198,7 +201,8 @@ func startPipeline(ctx context.Context, c *config, log *slog.Logger, brokers []s
 			Brokers: brokers, Topic: topic, Group: c.Group,
 			FlushInterval: c.FlushInterval, Retention: c.Retention,
 			SessionTimeout: session, HeartbeatInterval: session / 3,
-			Logger: log,
+			DrainTimeout: c.ShutdownTimeout / 2,
+			Logger:       log,
 		}, sink)
 		if err != nil {
 			fail(fmt.Errorf("pipeline: %w", err))
@@ -211,7 +215,14 @@ func startPipeline(ctx context.Context, c *config, log *slog.Logger, brokers []s
 // until ctx ends, then drains requests in flight.
 func serveHTTP(ctx context.Context, c *config, log *slog.Logger, b gateway.Backends, fail context.CancelCauseFunc) error {
 	srv := gateway.New(gateway.Config{
-		Addr: c.HTTPAddr, BackendTimeout: c.BackendTimeout, MaxTagBytes: c.MaxTagBytes, MaxQueryBytes: c.MaxQueryBytes, Logger: log,
+		Addr:           c.HTTPAddr,
+		BackendTimeout: c.BackendTimeout,
+		ReadTimeout:    c.ReadTimeout, WriteTimeout: c.WriteTimeout, IdleTimeout: c.IdleTimeout,
+		MaxTagBytes: c.MaxTagBytes, MaxQueryBytes: c.MaxQueryBytes,
+		MaxHeaderBytes: c.MaxHeaderBytes, MaxCookieBytes: c.MaxCookieBytes,
+		MaxConns: c.MaxConns, MaxConnsPerIP: c.MaxConnsPerIP,
+		BreakerFailures: c.BreakerFailures, BreakerCooldown: c.BreakerCooldown,
+		Logger: log,
 	}, b)
 	ln, err := net.Listen("tcp", c.HTTPAddr)
 	if err != nil {
@@ -224,7 +235,9 @@ func serveHTTP(ctx context.Context, c *config, log *slog.Logger, b gateway.Backe
 		}
 	}()
 	<-ctx.Done()
-	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout)
+	// Half of --shutdown-timeout for requests in flight, half for the
+	// pipeline's drain (startPipeline).
+	sctx, cancel := context.WithTimeout(context.Background(), c.ShutdownTimeout/2)
 	defer cancel()
 	if err := srv.Shutdown(sctx); err != nil {
 		log.Error("HTTP shutdown", "err", err)

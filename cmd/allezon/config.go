@@ -31,9 +31,18 @@ type config struct {
 	EventsRetention time.Duration
 
 	// Gateway.
-	BackendTimeout time.Duration
-	MaxTagBytes    int
-	MaxQueryBytes  int
+	BackendTimeout  time.Duration
+	MaxTagBytes     int
+	MaxQueryBytes   int
+	MaxHeaderBytes  int
+	MaxCookieBytes  int
+	MaxConns        int
+	MaxConnsPerIP   int
+	ReadTimeout     time.Duration
+	WriteTimeout    time.Duration
+	IdleTimeout     time.Duration
+	BreakerFailures int
+	BreakerCooldown time.Duration
 
 	// Pipeline.
 	Group          string
@@ -52,7 +61,7 @@ func (c *config) commonFlags(fs *flagSet, httpDefault string) {
 	fs.String(&c.HTTPAddr, "http", "ALLEZON_HTTP_ADDR", httpDefault, "HTTP listen address")
 	fs.String(&c.AdminAddr, "admin", "ALLEZON_ADMIN_ADDR", "127.0.0.1:6060", "pprof listener, apart from the API (empty: off)")
 	fs.String(&c.DataDir, "data", "ALLEZON_DATA_DIR", "./data", "data directory of the embedded backends")
-	fs.Duration(&c.ShutdownTimeout, "shutdown-timeout", "ALLEZON_SHUTDOWN_TIMEOUT", 10*time.Second, "how long a SIGTERM may take to drain")
+	fs.Duration(&c.ShutdownTimeout, "shutdown-timeout", "ALLEZON_SHUTDOWN_TIMEOUT", 10*time.Second, "how long a SIGTERM may take: half to finish requests in flight, half for the pipeline to commit up to the log's end")
 	fs.String(&c.LogLevel, "log-level", "ALLEZON_LOG_LEVEL", "info", "debug, info, warn or error")
 	fs.String(&c.LogFormat, "log-format", "ALLEZON_LOG_FORMAT", "text", "text or json")
 }
@@ -69,6 +78,15 @@ func (c *config) gatewayFlags(fs *flagSet) {
 	fs.Duration(&c.BackendTimeout, "backend-timeout", "ALLEZON_BACKEND_TIMEOUT", 2*time.Second, "deadline of one request's work on the backends")
 	fs.Int(&c.MaxTagBytes, "max-tag-body", "ALLEZON_MAX_TAG_BODY", 64<<10, "largest POST /user_tags body (400 above, as SPEC says)")
 	fs.Int(&c.MaxQueryBytes, "max-query-body", "ALLEZON_MAX_QUERY_BODY", 4<<20, "largest query body (the expected answer in debug mode; 413 above)")
+	fs.Int(&c.MaxHeaderBytes, "max-header-bytes", "ALLEZON_MAX_HEADER_BYTES", 8<<10, "largest request line plus headers, a buffer per connection (431 above)")
+	fs.Int(&c.MaxCookieBytes, "max-cookie-bytes", "ALLEZON_MAX_COOKIE_BYTES", 1024, "longest cookie: a tag's (400 above) or a /user_profiles path's (414 above)")
+	fs.Int(&c.MaxConns, "max-conns", "ALLEZON_MAX_CONNS", 4096, "connections served at once; fasthttp answers one more with 503 and closes it")
+	fs.Int(&c.MaxConnsPerIP, "max-conns-per-ip", "ALLEZON_MAX_CONNS_PER_IP", 0, "connections of one IPv4 address, 429 beyond (0: no limit; keep 0 behind the Swarm routing mesh)")
+	fs.Duration(&c.ReadTimeout, "read-timeout", "ALLEZON_READ_TIMEOUT", 10*time.Second, "time to read a request, headers and body (408 after)")
+	fs.Duration(&c.WriteTimeout, "write-timeout", "ALLEZON_WRITE_TIMEOUT", 10*time.Second, "time to write a response (the connection is closed after)")
+	fs.Duration(&c.IdleTimeout, "idle-timeout", "ALLEZON_IDLE_TIMEOUT", 60*time.Second, "how long an idle keep-alive connection stays open")
+	fs.Int(&c.BreakerFailures, "breaker-failures", "ALLEZON_BREAKER_FAILURES", 5, "consecutive failed calls of a backend that open its circuit breaker (0: no breakers)")
+	fs.Duration(&c.BreakerCooldown, "breaker-cooldown", "ALLEZON_BREAKER_COOLDOWN", 2*time.Second, "how long an open breaker answers 503 at once before it lets probes through")
 }
 
 func (c *config) aggregatesFlags(fs *flagSet) {
