@@ -138,11 +138,18 @@ test-patroni:
 # about 10 minutes, then BENCHMARKS.md and bench/results/ from the run.
 # Run them on a quiet machine (the report warns when it was not). Quick
 # check of the harness: make bench BENCH_FLAGS='--quick --out /tmp/B.md --results /tmp/bench'
-.PHONY: bench bench-full
+.PHONY: bench bench-full soak
 BENCH_FLAGS ?=
 
 bench:
 	$(GO) run ./bench --ldflags '$(LDFLAGS)' --out BENCHMARKS.md --results bench/results $(BENCH_FLAGS)
+
+# 30 minutes of allezon all at 5,000 tags/s with SPEC's query mix: fails on
+# any error or mismatch, or when memory or goroutines grow after the
+# warm-up; writes bench/results/soak.png, soak-memory.png and soak.json.
+# ALLEZON_SOAK_DURATION and ALLEZON_SOAK_RATE change the defaults.
+soak:
+	$(GO) test -count=1 -tags soak -run '^TestSoak$$' -timeout 60m -v ./cmd/allezon/
 
 # The same, plus aggregates at full retention: bench/fullretention's
 # benchfull test, when present (hours at its defaults; ALLEZON_BENCH_* size it).
