@@ -34,17 +34,23 @@ func (s *Server) aggregates(ctx *fasthttp.RequestCtx, rid string) {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
+	t, err := s.breakers.aggregates.allow()
+	if err != nil {
+		writeUnavailable(ctx, err, "aggregates store unavailable, retry: "+err.Error())
+		return
+	}
 	bctx, cancel := s.backendContext()
 	defer cancel()
 	start := time.Now()
 	totals, err := s.b.Aggregates.Query(bctx, &req.q)
 	opAggregateQuery.done(start, err)
+	s.breakers.aggregates.done(t, err)
 	if err == nil && len(totals) != req.q.Minutes() {
 		err = errors.New("aggregates store returned " + strconv.Itoa(len(totals)) + " minutes, want " + strconv.Itoa(req.q.Minutes()))
 	}
 	if err != nil {
 		s.log.Error("aggregates query failed", "request_id", rid, "err", err)
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "aggregates store unavailable, retry")
+		writeUnavailable(ctx, err, "aggregates store unavailable, retry")
 		return
 	}
 	body := appendAggregatesJSON(make([]byte, 0, 256+64*len(totals)), &req, totals)

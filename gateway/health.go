@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/allezon/allezon/gateway/breaker"
 	"github.com/allezon/allezon/schemas"
 	"github.com/valyala/fasthttp"
 )
@@ -15,7 +16,9 @@ import (
 const healthTimeout = time.Second
 
 // health handles GET /health: {"status":"ok|degraded","backends":{name:"ok"|error}},
-// 200 when every backend answers and 503 otherwise.
+// 200 when every backend answers and 503 otherwise. A backend whose
+// circuit breaker is open is not ok either, whatever its ping says: the
+// gateway refuses its calls until the cool-down ends.
 func (s *Server) health(ctx *fasthttp.RequestCtx) {
 	names := make([]string, 0, len(s.b.Health))
 	for n := range s.b.Health {
@@ -23,6 +26,11 @@ func (s *Server) health(ctx *fasthttp.RequestCtx) {
 	}
 	sort.Strings(names)
 	results := pingAll(s.b.Health, names)
+	for i, n := range names {
+		if bb := s.breakers.byName(n); bb != nil && bb.State() == breaker.Open {
+			results[i] = breakerOpenError{ping: results[i]}
+		}
+	}
 
 	status, code := "ok", fasthttp.StatusOK
 	for _, err := range results {
@@ -65,4 +73,15 @@ func pingAll(pingers map[string]Pinger, names []string) []error {
 	}
 	wg.Wait()
 	return results
+}
+
+// breakerOpenError is how /health reports a backend whose breaker is open,
+// with its ping's error when the ping failed too.
+type breakerOpenError struct{ ping error }
+
+func (e breakerOpenError) Error() string {
+	if e.ping == nil {
+		return "circuit breaker open"
+	}
+	return "circuit breaker open; ping: " + e.ping.Error()
 }

@@ -4,6 +4,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/allezon/allezon/gateway/breaker"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promauto"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -45,6 +46,18 @@ var (
 		Name: "allezon_backend_errors_total",
 		Help: "Failed calls of the gateway to its backends, by backend and operation.",
 	}, []string{"backend", "op"})
+	breakerState = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "allezon_breaker_state",
+		Help: "State of the circuit breaker of each backend: 0 closed, 1 half-open, 2 open.",
+	}, []string{"backend"})
+	breakerTransitions = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "allezon_breaker_transitions_total",
+		Help: "Changes of state of the circuit breakers, by backend and new state (closed, half-open, open).",
+	}, []string{"backend", "to"})
+	breakerRejected = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "allezon_breaker_rejected_total",
+		Help: "Backend calls an open or half-open circuit breaker refused (answered 503 at once), by backend.",
+	}, []string{"backend"})
 	debugMismatches = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "allezon_debug_mismatches_total",
 		Help: "Queries whose answer differed from the expected answer in the request body (builds with -tags querydebug).",
@@ -78,6 +91,13 @@ func init() {
 	// rather than no data.
 	debugMismatches.WithLabelValues(endpointUserProfiles)
 	debugMismatches.WithLabelValues(endpointAggregates)
+	for _, b := range backendNames {
+		breakerState.WithLabelValues(b)
+		breakerRejected.WithLabelValues(b)
+		for _, st := range breaker.States {
+			breakerTransitions.WithLabelValues(b, st.String())
+		}
+	}
 }
 
 func observe(r route, status int, d time.Duration) {

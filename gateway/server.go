@@ -65,7 +65,32 @@ type Config struct {
 	// they get the larger MaxQueryBytes.
 	MaxTagBytes   int
 	MaxQueryBytes int
-	Logger        *slog.Logger
+	// MaxHeaderBytes bounds the request line and the headers together
+	// (fasthttp's ReadBufferSize, allocated per connection): a request
+	// whose head does not fit gets 431, a long URI included.
+	MaxHeaderBytes int
+	// MaxCookieBytes bounds a cookie: a tag with a longer one is a 400
+	// and is not stored; a /user_profiles path with a longer one is a
+	// 414 (no tag can be stored under it).
+	MaxCookieBytes int
+	// MaxConns bounds the connections served at once (fasthttp's
+	// Concurrency; a keep-alive connection counts while it is open).
+	// fasthttp answers a connection beyond it with its own plain-text 503
+	// and closes it.
+	MaxConns int
+	// MaxConnsPerIP bounds the connections of one IPv4 address (fasthttp
+	// answers 429 and closes); 0 is no limit. fasthttp does not count
+	// IPv6 peers.
+	MaxConnsPerIP int
+	// BreakerFailures is how many consecutive failed calls of a backend
+	// open its circuit breaker (breakers.go). 0, the zero Config's
+	// value, disables the breakers; allezon's --breaker-failures
+	// defaults to 5.
+	BreakerFailures int
+	// BreakerCooldown is how long an open breaker fails calls at once
+	// before it lets probes through; default 2s.
+	BreakerCooldown time.Duration
+	Logger          *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -90,6 +115,20 @@ func (c *Config) setDefaults() {
 	if c.MaxQueryBytes <= 0 {
 		c.MaxQueryBytes = 4 << 20
 	}
+	if c.MaxHeaderBytes <= 0 {
+		c.MaxHeaderBytes = 8 << 10
+	}
+	if c.MaxCookieBytes <= 0 {
+		c.MaxCookieBytes = 1024
+	}
+	if c.MaxConns <= 0 {
+		c.MaxConns = 4096
+	}
+	c.MaxConnsPerIP = max(c.MaxConnsPerIP, 0)
+	c.BreakerFailures = max(c.BreakerFailures, 0)
+	if c.BreakerCooldown <= 0 {
+		c.BreakerCooldown = 2 * time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -97,24 +136,33 @@ func (c *Config) setDefaults() {
 
 // Server is the gateway: a fasthttp server over the backends.
 type Server struct {
-	cfg     Config
-	b       Backends
-	log     *slog.Logger
-	http    *fasthttp.Server
-	metrics fasthttp.RequestHandler
+	cfg Config
+	b   Backends
+	// breakers guard the calls to b's three backends, one each.
+	breakers breakers
+	log      *slog.Logger
+	http     *fasthttp.Server
+	metrics  fasthttp.RequestHandler
 }
 
 // New builds a gateway over the given backends.
 func New(cfg Config, b Backends) *Server {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, b: b, log: cfg.Logger, metrics: metricsHandler()}
+	s.breakers = newBreakers(&cfg)
 	s.http = &fasthttp.Server{
-		Handler:                      s.route,
-		Name:                         "allezon",
-		ReadTimeout:                  cfg.ReadTimeout,
-		WriteTimeout:                 cfg.WriteTimeout,
-		IdleTimeout:                  cfg.IdleTimeout,
+		Handler:      s.route,
+		Name:         "allezon",
+		ReadTimeout:  cfg.ReadTimeout,
+		WriteTimeout: cfg.WriteTimeout,
+		IdleTimeout:  cfg.IdleTimeout,
+		// The limits that bound the memory of requests (README
+		// "Overload"): head and body per connection, connections.
+		ReadBufferSize:               cfg.MaxHeaderBytes,
 		MaxRequestBodySize:           max(cfg.MaxTagBytes, cfg.MaxQueryBytes),
+		HeaderReceived:               s.requestLimits,
+		Concurrency:                  cfg.MaxConns,
+		MaxConnsPerIP:                cfg.MaxConnsPerIP,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
 		ErrorHandler:                 s.transportError,
@@ -205,11 +253,28 @@ func (s *Server) backendContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), s.cfg.BackendTimeout)
 }
 
+// requestLimits gives POST /user_tags its own, smaller, body limit before
+// fasthttp reads the body, so a tag body never takes more memory than
+// MaxTagBytes; the query endpoints keep MaxRequestBodySize. A request-target
+// in absolute form ("http://host/user_tags") gets the larger limit, and the
+// handler's own check.
+func (s *Server) requestLimits(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	uri := h.RequestURI()
+	if hasPrefix(uri, "/user_tags") && (len(uri) == len("/user_tags") || uri[len("/user_tags")] == '?') {
+		return fasthttp.RequestConfig{MaxRequestBodySize: s.cfg.MaxTagBytes}
+	}
+	return fasthttp.RequestConfig{}
+}
+
 // transportError answers requests fasthttp could not read: an oversized
-// body gets 413 (400 on /user_tags, as SPEC §1 says), a too-large header
-// 431, anything else 400.
+// body gets 413 (400 on /user_tags, as SPEC §1 says), a request line and
+// headers longer than MaxHeaderBytes 431 (fasthttp reads them into one
+// buffer and fails before it parsed the request line, so a long URI is a
+// 431 too, not a 414), a client slower than ReadTimeout 408, anything else
+// 400.
 func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge) && string(ctx.Request.URI().PathOriginal()) == "/user_tags":
 		writeError(ctx, fasthttp.StatusBadRequest, "request body too large")
@@ -217,6 +282,8 @@ func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "request body too large")
 	case errors.As(err, &small):
 		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "request header too large")
+	case errors.As(err, &netErr) && netErr.Timeout():
+		writeError(ctx, fasthttp.StatusRequestTimeout, "request not received in time")
 	default:
 		writeError(ctx, fasthttp.StatusBadRequest, "malformed HTTP request")
 	}

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"errors"
+	"strconv"
 	"time"
 	"unicode/utf8"
 
@@ -28,14 +29,24 @@ func (s *Server) userProfiles(ctx *fasthttp.RequestCtx, rid string, rawCookie []
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
+	if len(q.cookie) > s.cfg.MaxCookieBytes {
+		writeError(ctx, fasthttp.StatusRequestURITooLong, "cookie: longer than "+strconv.Itoa(s.cfg.MaxCookieBytes)+" bytes")
+		return
+	}
+	t, err := s.breakers.profiles.allow()
+	if err != nil {
+		writeUnavailable(ctx, err, "profile store unavailable, retry: "+err.Error())
+		return
+	}
 	bctx, cancel := s.backendContext()
 	defer cancel()
 	start := time.Now()
 	p, err := s.b.Profiles.Read(bctx, q.cookie, q.r, q.limit)
 	opProfileRead.done(start, err)
+	s.breakers.profiles.done(t, err)
 	if err != nil {
 		s.log.Error("profile read failed", "request_id", rid, "cookie", q.cookie, "err", err)
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "profile store unavailable, retry")
+		writeUnavailable(ctx, err, "profile store unavailable, retry")
 		return
 	}
 	body := appendProfileJSON(make([]byte, 0, profileSize(q.cookie, p)), q.cookie, p)

@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"errors"
 	"strconv"
 	"sync"
 	"time"
 
+	"github.com/allezon/allezon/gateway/breaker"
 	"github.com/allezon/allezon/schemas"
 	"github.com/valyala/fasthttp"
 )
@@ -38,6 +40,10 @@ func (s *Server) userTags(ctx *fasthttp.RequestCtx, rid string) {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}
+	if len(sc.tag.Cookie) > s.cfg.MaxCookieBytes {
+		writeError(ctx, fasthttp.StatusBadRequest, "cookie: longer than "+strconv.Itoa(s.cfg.MaxCookieBytes)+" bytes")
+		return
+	}
 	sc.json = schemas.AppendUserTagJSON(sc.json[:0], &sc.tag)
 	// The event log may keep the key and value after Publish returns (a
 	// time-out leaves them queued), so they get their own memory.
@@ -50,25 +56,48 @@ func (s *Server) userTags(ctx *fasthttp.RequestCtx, rid string) {
 		}
 	}
 	if err != nil {
-		s.log.Error("user tag not accepted", "request_id", rid, "cookie", sc.tag.Cookie, "err", err)
-		writeError(ctx, fasthttp.StatusServiceUnavailable, "tag not stored, retry: "+err.Error())
+		if !errors.Is(err, breaker.ErrOpen) { // refusals are counted, not logged one by one
+			s.log.Error("user tag not accepted", "request_id", rid, "cookie", sc.tag.Cookie, "err", err)
+		}
+		writeUnavailable(ctx, err, "tag not stored, retry: "+err.Error())
 		return
 	}
 	ctx.SetStatusCode(fasthttp.StatusNoContent)
 }
 
+// storeTag appends the tag to the profile store, then publishes its event.
 func (s *Server) storeTag(sc *tagScratch, key, value []byte) error {
+	// Both breakers admit the tag before either backend is touched: with
+	// the event log down, a profile write would only be redone by the
+	// client's retry.
+	pt, err := s.breakers.profiles.allow()
+	if err != nil {
+		return err
+	}
+	et, err := s.breakers.events.allow()
+	if err != nil {
+		s.breakers.profiles.Cancel(pt)
+		return err
+	}
 	bctx, cancel := s.backendContext()
 	defer cancel()
 
 	start := time.Now()
-	err := s.b.Profiles.Append(bctx, &sc.tag, sc.json)
+	err = s.b.Profiles.Append(bctx, &sc.tag, sc.json)
 	opProfileAppend.done(start, err)
+	s.breakers.profiles.done(pt, err)
+	if err == nil && bctx.Err() != nil {
+		// The profile store used up the deadline: the event log is
+		// not asked, and not blamed.
+		err = bctx.Err()
+	}
 	if err != nil {
+		s.breakers.events.Cancel(et)
 		return err
 	}
 	start = time.Now()
 	err = s.b.Events.Publish(bctx, key, value)
 	opEventPublish.done(start, err)
+	s.breakers.events.done(et, err)
 	return err
 }
