@@ -16,6 +16,7 @@
 package pgtest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -27,6 +28,7 @@ import (
 	"runtime"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -80,6 +82,24 @@ func Shared(tb testing.TB) *Cluster {
 	return shared
 }
 
+// Private starts a cluster of the test's own, destroyed when the test ends:
+// for tests that freeze or crash the server, which must not stall the
+// other tests' shared one.
+func Private(tb testing.TB) *Cluster {
+	tb.Helper()
+	c, err := newCluster()
+	if err != nil {
+		tb.Fatalf("pgtest: %v", err)
+	}
+	tb.Cleanup(func() {
+		_ = c.Resume()
+		if err := c.destroy(); err != nil {
+			tb.Logf("pgtest: %v", err)
+		}
+	})
+	return c
+}
+
 // Main runs the tests and then stops the shared cluster (if one was started)
 // and removes its directory. Its result is the exit code for os.Exit.
 func Main(m *testing.M) int {
@@ -125,6 +145,66 @@ func (c *Cluster) Stop() error { return c.signalAndWait(syscall.SIGQUIT) }
 // Kill crashes the server: SIGKILL to the postmaster. Its backends notice
 // their parent's death and exit on their own; Start waits for them.
 func (c *Cluster) Kill() error { return c.signalAndWait(syscall.SIGKILL) }
+
+// Pause freezes the server as a hung host would: SIGSTOP to the postmaster
+// and every backend. Connections stay open and nothing answers, new ones
+// are not accepted, until Resume.
+func (c *Cluster) Pause() error { return c.signalTree(syscall.SIGSTOP) }
+
+// Resume thaws a paused server (SIGCONT); on a running one it does nothing.
+func (c *Cluster) Resume() error { return c.signalTree(syscall.SIGCONT) }
+
+// signalTree sends sig to the postmaster, then to each of its children.
+func (c *Cluster) signalTree(sig syscall.Signal) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if !c.running() {
+		return errors.New("pgtest: the server is not running")
+	}
+	if err := c.proc.Signal(sig); err != nil {
+		return fmt.Errorf("pgtest: signal postmaster: %w", err)
+	}
+	children, err := childrenOf(c.proc.Pid)
+	if err != nil {
+		return err
+	}
+	for _, pid := range children {
+		// A backend may have exited meanwhile: ESRCH is fine.
+		if err := syscall.Kill(pid, sig); err != nil && !errors.Is(err, syscall.ESRCH) {
+			return fmt.Errorf("pgtest: signal backend %d: %w", pid, err)
+		}
+	}
+	return nil
+}
+
+// childrenOf lists the processes whose parent is ppid, from /proc.
+func childrenOf(ppid int) ([]int, error) {
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil, fmt.Errorf("pgtest: list processes: %w", err)
+	}
+	var out []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		stat, err := os.ReadFile("/proc/" + e.Name() + "/stat")
+		if err != nil {
+			continue // exited meanwhile
+		}
+		// pid (comm) state ppid ...: comm may hold spaces and parentheses.
+		i := bytes.LastIndexByte(stat, ')')
+		if i < 0 {
+			continue
+		}
+		f := strings.Fields(string(stat[i+1:]))
+		if len(f) > 1 && f[1] == strconv.Itoa(ppid) {
+			out = append(out, pid)
+		}
+	}
+	return out, nil
+}
 
 // Restart is Stop then Start, on the same port and data: DSNs stay valid.
 func (c *Cluster) Restart() error {

@@ -129,3 +129,40 @@ func alive(pid int) bool {
 	_, rest, _ := strings.Cut(string(b), ") ")
 	return !strings.HasPrefix(rest, "Z")
 }
+
+// TestPauseFreezesAndResumeThaws: a paused server answers nothing, on open
+// connections and new ones alike, until Resume.
+func TestPauseFreezesAndResumeThaws(t *testing.T) {
+	c := Private(t)
+	dsn := c.NewDatabase(t)
+	conn := connect(t, dsn)
+	ping := func(timeout time.Duration) error {
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		var one int
+		return conn.QueryRow(ctx, "SELECT 1").Scan(&one)
+	}
+	if err := ping(5 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	if err := ping(500 * time.Millisecond); err == nil {
+		t.Fatal("a paused server answered")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
+	if fresh, err := pgx.Connect(ctx, dsn); err == nil {
+		fresh.Close(context.Background())
+		t.Fatal("a paused server accepted a new session")
+	}
+	cancel()
+	if err := c.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	fresh := connect(t, dsn)
+	var one int
+	if err := fresh.QueryRow(context.Background(), "SELECT 1").Scan(&one); err != nil {
+		t.Fatalf("after Resume: %v", err)
+	}
+}
