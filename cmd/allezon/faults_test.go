@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"math/rand/v2"
 	"os"
 	"path/filepath"
@@ -13,6 +15,7 @@ import (
 	"github.com/allezon/allezon/broker"
 	"github.com/allezon/allezon/loadgen"
 	"github.com/allezon/allezon/pipeline/aggregates"
+	"github.com/allezon/allezon/schemas"
 	"github.com/allezon/allezon/services/postgres/pgtest"
 )
 
@@ -235,5 +238,188 @@ func TestRebalance(t *testing.T) {
 	}
 	if n := metricValue(t, workerAddrs[0], "allezon_pipeline_events_consumed_total"); n == 0 {
 		t.Error("the restarted worker consumed nothing: it never got a partition back")
+	}
+}
+
+// stallProbe is what one request saw while a backend was stalled.
+type stallProbe struct {
+	status     int
+	retryAfter string
+	took       time.Duration
+}
+
+// TestBackendStall freezes each backend of a gateway as a hung host would
+// (SIGSTOP: connections stay open, nothing answers) and checks the gateway
+// answers every request within its deadline with a 503 and Retry-After,
+// never a 204; that the backend's circuit breaker opens, so later requests
+// are refused at once; and that all of it recovers by itself once the
+// backend thaws. The tags refused during the stall are then re-posted
+// until accepted, and the end state is exact.
+func TestBackendStall(t *testing.T) {
+	pg := pgtest.Private(t)
+	dsn := pg.NewDatabase(t)
+	brokerAddr, gwAddr, plAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	events := "kafka://" + brokerAddr + "/" + defaultTopic
+	br := start(t, "broker", "broker", "--broker-addr", brokerAddr, "--data", t.TempDir())
+	waitBroker(t, brokerAddr)
+	start(t, "pipeline", "pipeline", "--http", plAddr, "--events", events, "--aggregates", dsn, "--session-timeout", "1s")
+	waitHealthy(t, plAddr)
+	const deadline = time.Second
+	start(t, "gateway", "gateway", "--http", gwAddr, "--events", events, "--aggregates", dsn,
+		"--profiles", "pebble://"+t.TempDir(), "--backend-timeout", deadline.String(),
+		"--breaker-failures", "5", "--breaker-cooldown", "1s")
+	waitHealthy(t, gwAddr)
+	v := newVerifier(t, gwAddr, []string{brokerAddr})
+	seg := segment{seed: 500, start: loadgen.DefaultStart, n: 400}
+	v.segments = append(v.segments, seg)
+	tags := seg.tags()
+	next := 0 // tags[:next] were sent at least once
+	var refused []int
+
+	send := func(n int) []stallProbe {
+		probes := make([]stallProbe, n)
+		parallelFirst(n, 4, func(i int) string {
+			probes[i] = v.postTag(&tags[next+i])
+			return ""
+		})
+		for i, p := range probes {
+			if p.status != 204 {
+				refused = append(refused, next+i)
+			}
+		}
+		next += n
+		return probes
+	}
+	for _, p := range send(50) {
+		if p.status != 204 {
+			t.Fatalf("before the stall: %d", p.status)
+		}
+	}
+
+	// The event log hangs.
+	if err := br.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
+		t.Fatal(err)
+	}
+	probes := send(100)
+	if err := br.cmd.Process.Signal(syscall.SIGCONT); err != nil {
+		t.Fatal(err)
+	}
+	checkStalled(t, "events", probes, deadline)
+	if s := metricValue(t, gwAddr, `allezon_breaker_state{backend="events"}`); s == 0 {
+		t.Error("the event log's breaker is closed right after the stall")
+	}
+	nRefused := len(refused)
+	recovered := v.repostUntilAccepted(tags, &refused, 30*time.Second)
+	t.Logf("event log stall: %d tags refused, all accepted %v after the thaw", nRefused, recovered.Round(time.Millisecond))
+	waitMetric(t, gwAddr, `allezon_breaker_state{backend="events"}`, 0)
+
+	// The aggregates store hangs.
+	if err := pg.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	var aggProbes []stallProbe
+	for range 12 {
+		aggProbes = append(aggProbes, v.postAggregates(seg.start))
+	}
+	if err := pg.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	checkStalled(t, "aggregates", aggProbes, deadline)
+	waitFor(t, "aggregates answer again after the thaw", 30*time.Second, func() bool {
+		return v.postAggregates(seg.start).status == 200
+	})
+	waitMetric(t, gwAddr, `allezon_breaker_state{backend="aggregates"}`, 0)
+
+	send(len(tags) - next)
+	v.repostUntilAccepted(tags, &refused, 30*time.Second)
+	v.check()
+}
+
+// checkStalled: every answer during a stall is a 503 with Retry-After
+// within the deadline (plus scheduling slack), and once the breaker opened
+// the answers come at once.
+func checkStalled(t *testing.T, backend string, probes []stallProbe, deadline time.Duration) {
+	t.Helper()
+	fast := 0
+	for i, p := range probes {
+		if p.status != 503 || p.retryAfter == "" {
+			t.Fatalf("%s stalled: request %d got %d (Retry-After %q), want 503 with Retry-After", backend, i, p.status, p.retryAfter)
+		}
+		if p.took > deadline+500*time.Millisecond {
+			t.Errorf("%s stalled: request %d took %v, beyond the %v deadline", backend, i, p.took, deadline)
+		}
+		if p.took < 50*time.Millisecond {
+			fast++
+		}
+	}
+	if fast < len(probes)/2 {
+		t.Errorf("%s stalled: only %d of %d answers were immediate: the breaker did not open", backend, fast, len(probes))
+	}
+	t.Logf("%s stalled: %d requests, all 503 with Retry-After within the deadline, %d of them refused at once by the open breaker", backend, len(probes), fast)
+}
+
+func (v *verifier) postTag(tag *schemas.UserTag) stallProbe {
+	body := schemas.AppendUserTagJSON(nil, tag)
+	began := time.Now()
+	resp, err := v.http.Post("http://"+v.gateway+"/user_tags", "application/json", bytes.NewReader(body))
+	if err != nil {
+		return stallProbe{status: -1, took: time.Since(began)}
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return stallProbe{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), took: time.Since(began)}
+}
+
+func (v *verifier) postAggregates(from time.Time) stallProbe {
+	q := "/aggregates?time_range=" + from.Format("2006-01-02T15:04:05") + "_" + from.Add(time.Minute).Format("2006-01-02T15:04:05") +
+		"&action=VIEW&aggregates=COUNT"
+	began := time.Now()
+	resp, err := v.http.Post("http://"+v.gateway+q, "application/json", nil)
+	if err != nil {
+		return stallProbe{status: -1, took: time.Since(began)}
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return stallProbe{status: resp.StatusCode, retryAfter: resp.Header.Get("Retry-After"), took: time.Since(began)}
+}
+
+// repostUntilAccepted re-posts the refused tags, honouring Retry-After as a
+// client should, until each got its 204; it returns how long that took.
+func (v *verifier) repostUntilAccepted(tags []schemas.UserTag, refused *[]int, limit time.Duration) time.Duration {
+	v.t.Helper()
+	began := time.Now()
+	for len(*refused) > 0 {
+		if time.Since(began) > limit {
+			v.t.Fatalf("%d tags still refused %v after the backend came back", len(*refused), limit)
+		}
+		var still []int
+		for _, i := range *refused {
+			if p := v.postTag(&tags[i]); p.status != 204 {
+				still = append(still, i)
+			}
+		}
+		*refused = still
+		if len(still) > 0 {
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	return time.Since(began)
+}
+
+func waitMetric(t *testing.T, addr, series string, want float64) {
+	t.Helper()
+	waitFor(t, series+" = "+strconv.FormatFloat(want, 'g', -1, 64), 15*time.Second, func() bool {
+		return metricValue(t, addr, series) == want
+	})
+}
+
+func waitFor(t *testing.T, what string, limit time.Duration, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(limit)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within %v: %s", limit, what)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
