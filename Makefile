@@ -36,9 +36,13 @@ run: build
 # tests themselves), end-to-end runs against the real binary.
 test: test-deps lint unit deploy-check
 
+# The fault tests (cmd/allezon/faults_test.go) send no queries, so a debug
+# build would add nothing to them: they run in the first pass only.
+FAULT_TESTS := ^(TestCrashRounds|TestGracefulShutdown|TestBrokerRestart|TestRebalance|TestBackendStall)$$
+
 unit:
 	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) ./...
-	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -tags querydebug ./gateway/... ./cmd/...
+	$(GO) test -count=1 -timeout $(TEST_TIMEOUT) -tags querydebug -skip '$(FAULT_TESTS)' ./gateway/... ./cmd/...
 	@if [ -z "$$ALLEZON_TEST_AEROSPIKE" ]; then \
 	  echo "NOTE: the Aerospike contract suite of the profile store was NOT RUN (no server here);"; \
 	  echo "      run it with ALLEZON_TEST_AEROSPIKE=host:port make test"; \
@@ -49,6 +53,7 @@ lint:
 	  if [ -n "$$unformatted" ]; then echo "gofmt needed:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet ./...
 	$(GO) vet -tags querydebug ./gateway/...
+	$(GO) vet -tags soak ./cmd/allezon/
 	$(GO) run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
 
 # PostgreSQL comes from Debian's packages; the tests start private clusters
@@ -72,6 +77,31 @@ test-deps:
 
 clean:
 	rm -rf bin
+
+# Fuzzing: every Fuzz function in the repository's _test.go files, found by
+# grep (so a new one cannot be left out), for FUZZTIME each, one after the
+# other, with FUZZPARALLEL workers. The seed corpora (f.Add and
+# testdata/fuzz/) also run in every `make test`. A target that does not run
+# (a build tag hides it) fails the rule. fuzz-ci is the short run of CI.
+FUZZTIME     ?= 60s
+FUZZPARALLEL ?= 2
+.PHONY: fuzz fuzz-ci
+fuzz:
+	@targets=$$(git ls-files -co --exclude-standard -- '*_test.go' | grep -v '/testdata/' | sed 's#^#./#' | \
+	    xargs grep -Ho '^func Fuzz[A-Za-z0-9_]*' | sed -E 's#^(.*)/[^/]*:func (Fuzz[A-Za-z0-9_]*)$$#\1:\2#' | sort -u); \
+	  [ -n "$$targets" ] || { echo "fuzz: no Fuzz functions found"; exit 1; }; \
+	  log=$$(mktemp) && trap 'rm -f "$$log"' EXIT && \
+	  for t in $$targets; do \
+	    pkg=$${t%%:*}; name=$${t##*:}; \
+	    echo "== fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+	    { $(GO) test -run '^$$' -fuzz "^$$name\$$" -fuzztime $(FUZZTIME) -parallel $(FUZZPARALLEL) $$pkg 2>&1; echo "exit $$?"; } | tee "$$log"; \
+	    tail -n 1 "$$log" | grep -qx 'exit 0' || { echo "fuzz: $$name ($$pkg) FAILED"; exit 1; }; \
+	    if grep -q 'no fuzz tests to fuzz' "$$log"; then echo "fuzz: $$name ($$pkg) did not run (build tags?)"; exit 1; fi; \
+	  done; \
+	  echo "fuzz: all $$(echo $$targets | wc -w) targets passed ($(FUZZTIME) each)"
+
+fuzz-ci:
+	$(MAKE) --no-print-directory fuzz FUZZTIME=3s
 
 # The one image of every component: a static allezon (CGO_ENABLED=0) on a
 # pinned Alpine, non-root. image-debug is the -tags querydebug build.
