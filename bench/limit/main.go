@@ -9,6 +9,7 @@
 package main
 
 import (
+	"bytes"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -22,13 +23,15 @@ import (
 )
 
 // The gateway's defaults (gateway.Config.setDefaults and cmd/allezon's
-// --max-tag-body and --max-query-body).
+// flags of the same names).
 const (
-	readTimeout   = 10 * time.Second
-	writeTimeout  = 10 * time.Second
-	idleTimeout   = 60 * time.Second
-	maxTagBytes   = 64 << 10
-	maxQueryBytes = 4 << 20
+	readTimeout    = 10 * time.Second
+	writeTimeout   = 10 * time.Second
+	idleTimeout    = 60 * time.Second
+	maxTagBytes    = 64 << 10
+	maxQueryBytes  = 4 << 20
+	maxHeaderBytes = 8 << 10
+	maxConns       = 4096
 )
 
 func main() {
@@ -70,11 +73,24 @@ func newServer() *fasthttp.Server {
 		ReadTimeout:                  readTimeout,
 		WriteTimeout:                 writeTimeout,
 		IdleTimeout:                  idleTimeout,
+		ReadBufferSize:               maxHeaderBytes,
 		MaxRequestBodySize:           max(maxTagBytes, maxQueryBytes),
+		HeaderReceived:               requestLimits,
+		Concurrency:                  maxConns,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
 		Logger:                       quietLogger{},
 	}
+}
+
+// requestLimits is the gateway's: POST /user_tags gets the smaller body
+// limit before its body is read.
+func requestLimits(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+	const path = "/user_tags"
+	if uri := h.RequestURI(); bytes.HasPrefix(uri, []byte(path)) && (len(uri) == len(path) || uri[len(path)] == '?') {
+		return fasthttp.RequestConfig{MaxRequestBodySize: maxTagBytes}
+	}
+	return fasthttp.RequestConfig{}
 }
 
 // handle routes as the gateway does, on the raw path, but neither parses
