@@ -275,8 +275,12 @@ func (s *Server) requestLimits(h *fasthttp.RequestHeader) fasthttp.RequestConfig
 func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var netErr net.Error
+	path := ctx.Request.URI().PathOriginal()
 	switch {
-	case errors.Is(err, fasthttp.ErrBodyTooLarge) && string(ctx.Request.URI().PathOriginal()) == "/user_tags":
+	// A chunked body that crosses the limit while it is read makes
+	// fasthttp reset the request, leaving the path "/": 400 then, as
+	// SPEC wants for /user_tags (still a 4xx for a query).
+	case errors.Is(err, fasthttp.ErrBodyTooLarge) && (string(path) == "/user_tags" || string(path) == "/"):
 		writeError(ctx, fasthttp.StatusBadRequest, "request body too large")
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "request body too large")
