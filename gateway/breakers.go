@@ -39,8 +39,9 @@ const breakerProbes = 3
 
 func newBreakers(cfg *Config) breakers {
 	newOne := func(name string) *backendBreaker {
+		// The series start at 0 (closed, metrics.go's init); a
+		// process has one gateway.
 		state := breakerState.WithLabelValues(name)
-		state.Set(float64(breaker.Closed))
 		var toState [len(breaker.States)]prometheus.Counter
 		for _, st := range breaker.States {
 			toState[st] = breakerTransitions.WithLabelValues(name, st.String())

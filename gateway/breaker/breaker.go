@@ -137,7 +137,8 @@ func periodOf(w uint64) Ticket { return Ticket(w &^ countMask) }
 // half-open breaker waits for that probe forever.
 type Breaker struct {
 	word     atomic.Uint64
-	until    atomic.Int64 // end of the cool-down (UnixNano by Now) while open
+	until    atomic.Int64 // end of the cool-down while open, as clock()
+	start    time.Time    // clock's origin
 	failures uint64       // Config.Failures; 0: disabled
 	probes   int
 	cooldown time.Duration
@@ -160,6 +161,7 @@ func New(cfg Config) *Breaker {
 		cfg.Now = time.Now
 	}
 	return &Breaker{
+		start:        cfg.Now(),
 		failures:     uint64(min(max(cfg.Failures, 0), maxCount)),
 		probes:       min(cfg.Probes, maxCount),
 		cooldown:     cfg.Cooldown,
@@ -176,7 +178,7 @@ func (b *Breaker) Enabled() bool { return b.failures > 0 }
 // reports half-open: the next call is a probe.
 func (b *Breaker) State() State {
 	s := stateOf(b.word.Load())
-	if s == Open && b.now().UnixNano() >= b.until.Load() {
+	if s == Open && b.clock() >= b.until.Load() {
 		return HalfOpen
 	}
 	return s
@@ -199,8 +201,7 @@ func (b *Breaker) allow() (Ticket, error) {
 		case Closed:
 			return periodOf(w), nil
 		case Open:
-			now := b.now().UnixNano()
-			if wait := b.until.Load() - now; wait > 0 {
+			if wait := b.until.Load() - b.clock(); wait > 0 {
 				return 0, &OpenError{Name: b.name, RetryAfter: time.Duration(wait)}
 			}
 			b.transition(w, HalfOpen)
@@ -299,7 +300,7 @@ func (b *Breaker) transition(seen uint64, to State) {
 		if to == Open {
 			// Published before the word, so whoever sees the new open
 			// period also sees its cool-down.
-			b.until.Store(b.now().Add(b.cooldown).UnixNano())
+			b.until.Store(b.clock() + int64(b.cooldown))
 		}
 		next := (w>>epochShift+1)<<epochShift | uint64(to)
 		if b.word.CompareAndSwap(w, next) {
@@ -318,10 +319,20 @@ func (b *Breaker) transition(seen uint64, to State) {
 	}
 }
 
-// expire moves an open period whose cool-down is over to half-open.
+// expire moves an open period whose cool-down is over to half-open. A
+// clock that says it is not quite over (an injected one, in tests) gets
+// another timer for the rest.
 func (b *Breaker) expire(open uint64) {
-	w := b.word.Load()
-	if w == open && b.now().UnixNano() >= b.until.Load() {
-		b.transition(w, HalfOpen)
+	if b.word.Load() != open {
+		return
 	}
+	if wait := b.until.Load() - b.clock(); wait > 0 {
+		time.AfterFunc(time.Duration(wait), func() { b.expire(open) })
+		return
+	}
+	b.transition(open, HalfOpen)
 }
+
+// clock is the time since New in nanoseconds: on the monotonic clock with
+// time.Now, so a wall-clock step cannot shorten or stretch a cool-down.
+func (b *Breaker) clock() int64 { return int64(b.now().Sub(b.start)) }

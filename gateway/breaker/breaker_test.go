@@ -198,6 +198,31 @@ func TestCooldownEndsWithoutCalls(t *testing.T) {
 	}
 }
 
+// TestCooldownTimerEarly: when the cool-down timer fires before the
+// breaker's clock says the cool-down is over, the breaker waits for the
+// rest instead of staying open until a call comes.
+func TestCooldownTimerEarly(t *testing.T) {
+	clk := newClock()
+	halfOpen := make(chan struct{})
+	b := New(Config{Failures: 1, Cooldown: 30 * time.Millisecond, Now: clk.now, OnTransition: func(from, to State) {
+		if to == HalfOpen {
+			close(halfOpen)
+		}
+	}})
+	tk, _ := b.Allow()
+	b.Done(tk, true)
+	time.Sleep(45 * time.Millisecond) // the timer fired; the clock did not move
+	if got := b.State(); got != Open {
+		t.Fatalf("state %v while the clock says the cool-down is not over", got)
+	}
+	clk.advance(30 * time.Millisecond)
+	select {
+	case <-halfOpen:
+	case <-time.After(5 * time.Second):
+		t.Fatal("still open with no call after the cool-down")
+	}
+}
+
 // TestConcurrent hammers one breaker from many goroutines (run with
 // -race): every call admitted gets its Done, the breaker ends in a state
 // its history allows, and a last success run closes it.
