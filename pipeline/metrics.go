@@ -60,7 +60,7 @@ var (
 	}, []string{"op"})
 	drops = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "allezon_pipeline_retention_drops_total",
-		Help: "Successful retention drops of minutes older than the retention window.",
+		Help: "Retention drops that moved the cut-off (minutes older than the retention window deleted).",
 	})
 )
 

@@ -59,8 +59,8 @@ type Config struct {
 	// Retention is how much event time, behind the newest event seen, the
 	// aggregates keep; older minutes are dropped.
 	Retention time.Duration // default 24h
-	// DropInterval is how often (wall time) the worker checks whether the
-	// retention cut-off moved and drops the minutes behind it.
+	// DropInterval is how often (wall time) the worker drops the minutes
+	// behind the retention cut-off.
 	DropInterval time.Duration // default 1m
 	// RetentionQuorum is how many events a minute must hold before it
 	// counts as the newest event time for retention, so one stray tag
@@ -378,9 +378,10 @@ func (w *worker) retain(ctx context.Context) {
 		// Minute newest-keepMinutes still holds events within Retention
 		// of the newest one, so it is the first minute kept.
 		cutoff := newest - keepMinutes
-		if cutoff <= dropped {
-			continue
-		}
+		// The drop runs again on every tick, also when the cut-off did not
+		// move: a partition that lags behind another may commit sums of a
+		// minute the other's progress already dropped, and those must go
+		// too. Dropping nothing is one cheap range delete.
 		dctx, cancel := context.WithTimeout(ctx, storeTimeout)
 		err := w.sink.DropBefore(dctx, cutoff)
 		cancel()
@@ -391,9 +392,11 @@ func (w *worker) retain(ctx context.Context) {
 			}
 			continue
 		}
-		dropped = cutoff
-		drops.Inc()
-		w.log.Debug("retention drop", "before_minute", cutoff)
+		if cutoff > dropped {
+			dropped = cutoff
+			drops.Inc()
+			w.log.Debug("retention drop", "before_minute", cutoff)
+		}
 	}
 }
 
