@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/allezon/allezon/broker/brokertest"
 	"github.com/allezon/allezon/eventlog"
 	"github.com/allezon/allezon/loadgen"
 	"github.com/allezon/allezon/schemas"
@@ -125,53 +126,12 @@ func (v *verifier) check() []schemas.UserTag {
 // watermark of each partition.
 func readLog(t *testing.T, brokers []string, topic string) []schemas.UserTag {
 	t.Helper()
-	cfg := eventlog.NewSaramaConfig("allezon-verify")
-	client, err := sarama.NewClient(brokers, cfg)
-	if err != nil {
-		t.Fatalf("read log: %v", err)
-	}
-	defer client.Close()
-	consumer, err := sarama.NewConsumerFromClient(client)
-	if err != nil {
-		t.Fatalf("read log: %v", err)
-	}
-	defer consumer.Close()
-	parts, err := client.Partitions(topic)
-	if err != nil {
-		t.Fatalf("read log: partitions: %v", err)
-	}
-	var out []schemas.UserTag
-	for _, p := range parts {
-		hw, err := client.GetOffset(topic, p, sarama.OffsetNewest)
-		if err != nil {
-			t.Fatalf("read log: high watermark of %d: %v", p, err)
+	records := brokertest.ReadAll(t, brokers, topic)
+	out := make([]schemas.UserTag, len(records))
+	for i, r := range records {
+		if err := schemas.DecodeEventValue([]byte(r.Value), &out[i]); err != nil {
+			t.Fatalf("read log: partition %d offset %d: %v", r.Partition, r.Offset, err)
 		}
-		low, err := client.GetOffset(topic, p, sarama.OffsetOldest)
-		if err != nil {
-			t.Fatalf("read log: oldest offset of %d: %v", p, err)
-		}
-		if low >= hw {
-			continue
-		}
-		pc, err := consumer.ConsumePartition(topic, p, low)
-		if err != nil {
-			t.Fatalf("read log: consume %d: %v", p, err)
-		}
-		timeout := time.After(30 * time.Second)
-		for next := low; next < hw; {
-			select {
-			case m := <-pc.Messages():
-				var tag schemas.UserTag
-				if err := schemas.DecodeEventValue(m.Value, &tag); err != nil {
-					t.Fatalf("read log: partition %d offset %d: %v", p, m.Offset, err)
-				}
-				out = append(out, tag)
-				next = m.Offset + 1
-			case <-timeout:
-				t.Fatalf("read log: partition %d stuck below %d of %d", p, next, hw)
-			}
-		}
-		pc.Close()
 	}
 	return out
 }
