@@ -78,6 +78,9 @@ type runner struct {
 	retryMu sync.Mutex
 	retryQ  retryHeap
 	unacked map[int64]struct{} // tags whose every attempt so far failed
+	// tagsInFlight counts tag attempts dispatched and not yet recorded,
+	// so the retry grace does not end while one of them may still fail.
+	tagsInFlight atomic.Int64
 
 	// Live counters (also for the progress line); errors by endpoint,
 	// outside declared outages.
@@ -197,10 +200,16 @@ func (r *runner) run(ctx context.Context) *Report {
 
 // dispatch hands it to a worker; false if ctx ended first.
 func (r *runner) dispatch(ctx context.Context, it workItem) bool {
+	if it.kind == kindTag {
+		r.tagsInFlight.Add(1)
+	}
 	select {
 	case r.work <- it:
 		return true
 	case <-ctx.Done():
+		if it.kind == kindTag {
+			r.tagsInFlight.Add(-1)
+		}
 		return false
 	}
 }
@@ -338,10 +347,13 @@ func (r *runner) graceForRetries(ctx context.Context) (interrupted bool) {
 	timer := time.NewTimer(time.Hour)
 	defer timer.Stop()
 	for time.Now().Before(end) {
+		// A tag still in flight may fail yet: it is not done until its
+		// attempt ended (tagFailed runs before the count drops).
+		inFlight := r.tagsInFlight.Load()
 		r.retryMu.Lock()
 		pending := len(r.unacked)
 		r.retryMu.Unlock()
-		if pending == 0 {
+		if pending == 0 && inFlight == 0 {
 			return false
 		}
 		if !r.dispatchRetries(ctx) || !sleep(ctx, timer, pollEvery) {

@@ -38,7 +38,9 @@ type echoServer struct {
 	// failTags makes tag requests number failFrom.. failFrom+failTags-1
 	// fail, alternately with a 503 and a closed connection.
 	failFrom, failTags int64
-	tags               atomic.Int64
+	// failAfter delays those failures, so they come after the sending ended.
+	failAfter time.Duration
+	tags      atomic.Int64
 }
 
 func (s *echoServer) handle(ctx *fasthttp.RequestCtx) {
@@ -47,6 +49,7 @@ func (s *echoServer) handle(ctx *fasthttp.RequestCtx) {
 	case path == "/user_tags":
 		n := s.tags.Add(1) - 1
 		if n >= s.failFrom && n < s.failFrom+s.failTags {
+			time.Sleep(s.failAfter)
 			if n%2 == 0 {
 				ctx.SetStatusCode(fasthttp.StatusServiceUnavailable)
 			} else {
@@ -256,6 +259,24 @@ func TestRunThroughOutage(t *testing.T) {
 					rep.Profiles.Mismatches, rep.Aggregates.Mismatches, text.String())
 			}
 		})
+	}
+}
+
+// TestRunRetriesLateFailures: the last tags fail only after the sending
+// ended, with no settle; the run must still wait for them, retry them and
+// get them acknowledged (it once ended with them unacknowledged and unretried).
+func TestRunRetriesLateFailures(t *testing.T) {
+	cfg := quickConfig(startEcho(t, &echoServer{failFrom: 2990, failTags: 10, failAfter: 300 * time.Millisecond}))
+	cfg.Settle, cfg.Retry, cfg.RetryGrace = 0, true, 5*time.Second
+	cfg.Outages = []Window{{0, time.Hour}}
+	rep, err := Run(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.OK() || rep.Retries != 10 || rep.TagsAcked != 3000 {
+		var text bytes.Buffer
+		rep.WriteText(&text)
+		t.Fatalf("%d retries, %d of 3000 acknowledged; want 10 retries and all\n%s", rep.Retries, rep.TagsAcked, text.String())
 	}
 }
 

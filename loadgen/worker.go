@@ -66,6 +66,7 @@ func (w *worker) loop() {
 		switch it.kind {
 		case kindTag:
 			w.postTag(it.id, it.attempt)
+			w.r.tagsInFlight.Add(-1)
 		case kindProfile:
 			w.queryProfile()
 		case kindAggregate:
