@@ -74,12 +74,15 @@ func TestCrashRounds(t *testing.T) {
 		killAt := time.Duration(200+rng.IntN(3400)) * time.Millisecond
 		cfg := replayConfig(addr, seg, 1000)
 		cfg.Outages = []loadgen.Window{{From: killAt - 100*time.Millisecond, To: killAt + 15*time.Second}}
+		restarted := make(chan struct{})
 		go func() {
+			defer close(restarted)
 			time.Sleep(killAt)
 			p.kill()
 			p.start()
 		}()
 		rep := runReplay(t, cfg)
+		<-restarted // the kill may come after the replay's last answer
 		waitHealthy(t, addr)
 		t.Logf("round %d: killed at %v; %d retried attempts", round+1, killAt, rep.Retries)
 		v.check()
@@ -186,13 +189,16 @@ func TestBrokerRestart(t *testing.T) {
 	const killAt, down = 4 * time.Second, 2 * time.Second
 	cfg := replayConfig(addr, seg, 1000)
 	cfg.Outages = []loadgen.Window{{From: killAt - 100*time.Millisecond, To: killAt + down + 15*time.Second}}
+	restarted := make(chan struct{})
 	go func() {
+		defer close(restarted)
 		time.Sleep(killAt)
 		br.kill()
 		time.Sleep(down)
 		br.start()
 	}()
 	rep := runReplay(t, cfg)
+	<-restarted
 	t.Logf("broker down %v: %d tag requests failed and were retried", down, rep.Retries)
 	if rep.Retries == 0 {
 		t.Fatal("no request failed while the broker was down: the test proved nothing")
@@ -225,13 +231,16 @@ func TestRebalance(t *testing.T) {
 	v.segments = append(v.segments, seg)
 
 	const killAt, restartAt = 4 * time.Second, 9 * time.Second
+	restarted := make(chan struct{})
 	go func() {
+		defer close(restarted)
 		time.Sleep(killAt)
 		workers[0].kill()
 		time.Sleep(restartAt - killAt)
 		workers[0].start()
 	}()
 	runReplay(t, replayConfig(gwAddr, seg, 1000))
+	<-restarted
 	v.check()
 	if n := metricValue(t, workerAddrs[1], "allezon_pipeline_rebalances_total"); n < 2 {
 		t.Errorf("the surviving worker joined %v times: it never took over", n)
