@@ -70,7 +70,7 @@ func (c *config) eventsFlags(fs *flagSet) {
 	fs.String(&c.Events, "events", "ALLEZON_EVENTS", "embedded", "event log: embedded, or kafka://broker:9092[,broker:9092]/<topic>")
 	fs.String(&c.BrokerAddr, "broker-addr", "ALLEZON_BROKER_ADDR", "127.0.0.1:0", "listen address of the embedded broker")
 	fs.Int(&c.Partitions, "partitions", "ALLEZON_PARTITIONS", 2, "partitions of the embedded broker's topic")
-	fs.Duration(&c.EventsRetention, "events-retention", "ALLEZON_EVENTS_RETENTION", time.Hour, "how long the embedded broker keeps events")
+	fs.Duration(&c.EventsRetention, "events-retention", "ALLEZON_EVENTS_RETENTION", 15*time.Minute, "how long the embedded broker keeps events (its memory grows with them)")
 }
 
 func (c *config) gatewayFlags(fs *flagSet) {
