@@ -241,14 +241,20 @@ func TestMaxConns(t *testing.T) {
 	wantStatus(t, line, 503)
 
 	held[0].Close()
+	waitHealthOK(t, addr, "after a connection closed")
+}
+
+// waitHealthOK polls GET /health on fresh connections until one gets a 200.
+func waitHealthOK(t *testing.T, addr, when string) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		line, _ = rawExchange(t, addr, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+		line, _ := rawExchange(t, addr, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
 		if strings.HasPrefix(line, "HTTP/1.1 200 ") {
-			break
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("after a connection closed: %q, want 200", line)
+			t.Fatalf("%s: %q, want 200", when, line)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
@@ -273,17 +279,7 @@ func TestMaxConnsPerIP(t *testing.T) {
 	wantStatus(t, line, 429)
 
 	c.Close()
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		line, _ = rawExchange(t, addr, "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-		if strings.HasPrefix(line, "HTTP/1.1 200 ") {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after the first connection closed: %q, want 200", line)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitHealthOK(t, addr, "after the first connection closed")
 }
 
 // TestBodyAndCookieLimits crosses the request limits of the three
