@@ -98,10 +98,11 @@ func newVerifier(t *testing.T, gateway string, brokers []string) *verifier {
 		http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 8}}}
 }
 
-// check verifies the end state after the latest segment: the log holds
+// check verifies the end state after every segment so far: the log holds
 // every acknowledged tag, the aggregates equal the log's sums, and the
-// profiles of the latest segment's cookies hold their newest tags. It
-// returns the log's events, for tests that check more.
+// profile of every cookie holds its newest tags (also the cookies of
+// earlier segments: a later crash must not lose them either). It returns
+// the log's events, for tests that check more.
 func (v *verifier) check() []schemas.UserTag {
 	v.t.Helper()
 	var stream []schemas.UserTag
@@ -111,14 +112,9 @@ func (v *verifier) check() []schemas.UserTag {
 	events := readLog(v.t, v.brokers, v.topic)
 	dups := checkLogHoldsStream(v.t, events, stream)
 	v.checkAggregates(events)
-	latest := v.segments[len(v.segments)-1].tags()
-	cookies := map[string]bool{}
-	for i := range latest {
-		cookies[latest[i].Cookie] = true
-	}
-	v.checkProfiles(stream, cookies)
-	v.t.Logf("verified: %d acknowledged tags all in the log (%d events, %d duplicates of retried requests); aggregates exact; profiles of %d cookies exact",
-		len(stream), len(events), dups, len(cookies))
+	cookies := v.checkProfiles(stream)
+	v.t.Logf("verified: %d acknowledged tags all in the log (%d events, %d duplicates of retried requests); aggregates exact; profiles of all %d cookies exact",
+		len(stream), len(events), dups, cookies)
 	return events
 }
 
@@ -381,19 +377,18 @@ func (v *verifier) compareAggregate(q aggQuery, ref map[int64]totals) string {
 	return ""
 }
 
-// checkProfiles reads the profile of every cookie given and compares each
-// list with the newest 200 distinct tags of that cookie and action in the
-// stream (a retried tag is stored once, README "Profiles").
-func (v *verifier) checkProfiles(stream []schemas.UserTag, cookies map[string]bool) {
+// checkProfiles reads the profile of every cookie of the stream and
+// compares each list with the newest 200 distinct tags of that cookie and
+// action (a retried tag is stored once, README "Profiles"). It returns how
+// many cookies it checked.
+func (v *verifier) checkProfiles(stream []schemas.UserTag) int {
 	v.t.Helper()
 	byCookie := map[string][]*schemas.UserTag{}
 	lo, hi := int64(1<<62), int64(-1<<62)
 	for i := range stream {
 		tg := &stream[i]
 		lo, hi = min(lo, tg.TimeMs), max(hi, tg.TimeMs)
-		if cookies[tg.Cookie] {
-			byCookie[tg.Cookie] = append(byCookie[tg.Cookie], tg)
-		}
+		byCookie[tg.Cookie] = append(byCookie[tg.Cookie], tg)
 	}
 	const layout = "2006-01-02T15:04:05.000"
 	rangeText := time.UnixMilli(lo).UTC().Format(layout) + "_" + time.UnixMilli(hi+1).UTC().Format(layout)
@@ -409,6 +404,7 @@ func (v *verifier) checkProfiles(stream []schemas.UserTag, cookies map[string]bo
 	if diff != "" {
 		v.t.Fatalf("profiles differ from the acknowledged tags: %s", diff)
 	}
+	return len(list)
 }
 
 func (v *verifier) compareProfile(cookie, rangeText string, tags []*schemas.UserTag) string {
