@@ -563,6 +563,14 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 	done := sess.Context().Done()
 	stopping := h.drain.started
 	drainTo := int64(math.MaxInt64)
+	// A stopping claim that reached its target commits and reads no more.
+	stopIfDrained := func() {
+		if c.next >= drainTo {
+			c.flush()
+			release()
+			msgs = nil // wait for the session to end
+		}
+	}
 	var tag schemas.UserTag
 	for {
 		select {
@@ -572,19 +580,11 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 				return nil
 			}
 			c.consume(msg, &tag)
-			if c.next >= drainTo {
-				c.flush()
-				release()
-				msgs = nil // drained: wait for the session to end
-			}
+			stopIfDrained()
 		case <-stopping:
 			stopping = nil
 			drainTo = c.drainTarget()
-			if c.next >= drainTo {
-				c.flush()
-				release()
-				msgs = nil
-			}
+			stopIfDrained()
 		case <-tick.C:
 			consumerLag.WithLabelValues(c.topic, c.label).Set(float64(max(claim.HighWaterMarkOffset()-c.next, 0)))
 			if !c.flush() {
