@@ -177,7 +177,7 @@ func (s *pgStore) Commit(ctx context.Context, deltas map[schemas.Cell]schemas.To
 	s.memo.wrote(minMinute(deltas))
 	if err != nil {
 		s.resetOnFailover(err)
-		return fmt.Errorf("aggregates: postgres commit: %w", err)
+		return fmt.Errorf("aggregates: postgres commit: %w", dataError(err))
 	}
 	return nil
 }
@@ -305,7 +305,7 @@ func (s *pgStore) Query(ctx context.Context, q *schemas.AggregateQuery) ([]schem
 		args[0] = minutes
 		rows, err := s.pool.Query(ctx, querySQL[filter], args...)
 		if err != nil {
-			return nil, fmt.Errorf("aggregates: query: %w", err)
+			return nil, fmt.Errorf("aggregates: query: %w", dataError(err))
 		}
 		var m int64
 		var t schemas.Totals
@@ -318,7 +318,7 @@ func (s *pgStore) Query(ctx context.Context, q *schemas.AggregateQuery) ([]schem
 			return nil
 		})
 		if err != nil {
-			return nil, fmt.Errorf("aggregates: query: %w", err)
+			return nil, fmt.Errorf("aggregates: query: %w", dataError(err))
 		}
 	}
 	return out, nil
@@ -340,6 +340,17 @@ func (s *pgStore) DropBefore(ctx context.Context, minute int64) error {
 	}
 	s.memo.dropped(minute, gen)
 	return nil
+}
+
+// dataError wraps err with ErrData when PostgreSQL refused the data itself:
+// a data exception (class 22: invalid UTF-8, NUL, out of range) or a
+// program limit (class 54: an index row over the btree's size limit).
+func dataError(err error) error {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (strings.HasPrefix(pgErr.Code, "22") || strings.HasPrefix(pgErr.Code, "54")) {
+		return fmt.Errorf("%w: %w", ErrData, err)
+	}
+	return err
 }
 
 // resetOnFailover empties the pool when err says the server behind a

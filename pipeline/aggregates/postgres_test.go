@@ -204,3 +204,43 @@ func TestPostgresMultiHostDSN(t *testing.T) {
 		t.Fatalf("query through a multi-host DSN: %+v", got)
 	}
 }
+
+// TestPostgresDataErrors checks that what PostgreSQL refuses as data, not as
+// an outage, is reported as ErrData, and that it changes nothing: an index
+// row over the btree's limit (54000), invalid UTF-8 in a filter (22021)
+// and an overflowing sum (22003).
+func TestPostgresDataErrors(t *testing.T) {
+	s := openStore(t, pgBackend.newURL(t))
+	// Random text: PostgreSQL compresses a repetitive index row under the limit.
+	var origin strings.Builder
+	rng := rand.New(rand.NewPCG(1, 2))
+	for origin.Len() < 6000 {
+		fmt.Fprintf(&origin, "%016x", rng.Uint64())
+	}
+	long := schemas.Cell{Minute: 5, Origin: origin.String(), BrandID: "b", CategoryID: "c"}
+	err := s.Commit(context.Background(), map[schemas.Cell]schemas.Totals{long: {Count: 1, SumPrice: 1}},
+		[]PartitionOffset{{Topic: "t", Partition: 0, Prev: -1, Next: 1}})
+	if !errors.Is(err, ErrData) {
+		t.Fatalf("commit of a 6,000-byte origin: err = %v, want ErrData", err)
+	}
+	if got := mustOffsets(t, s, "t"); len(got) != 0 {
+		t.Fatalf("offsets after a refused commit = %v, want none", got)
+	}
+	_, err = s.Query(context.Background(), &schemas.AggregateQuery{FromMinute: 0, ToMinute: 10, Filter: schemas.DimOrigin, Origin: "\xff\xfe"})
+	if !errors.Is(err, ErrData) {
+		t.Fatalf("query with invalid UTF-8: err = %v, want ErrData", err)
+	}
+	big := schemas.Cell{Minute: 6, Origin: "o", BrandID: "b", CategoryID: "c"}
+	mustCommit(t, s, map[schemas.Cell]schemas.Totals{big: {Count: 1, SumPrice: math.MaxInt64}}, PartitionOffset{Topic: "t", Partition: 0, Prev: -1, Next: 1})
+	err = s.Commit(context.Background(), map[schemas.Cell]schemas.Totals{big: {Count: 1, SumPrice: 1}},
+		[]PartitionOffset{{Topic: "t", Partition: 0, Prev: 1, Next: 2}})
+	if !errors.Is(err, ErrData) {
+		t.Fatalf("overflowing commit: err = %v, want ErrData", err)
+	}
+	// An outage is not a data error.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := s.Query(ctx, &schemas.AggregateQuery{FromMinute: 0, ToMinute: 1}); err == nil || errors.Is(err, ErrData) {
+		t.Fatalf("query on a cancelled context: err = %v, want an error that is not ErrData", err)
+	}
+}

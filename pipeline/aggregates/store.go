@@ -38,6 +38,14 @@ type PartitionOffset struct {
 // not the committer's Prev.
 var ErrFenced = errors.New("aggregates: offsets moved under this committer")
 
+// ErrData is wrapped by Commit's and Query's errors when the backend refused
+// the data itself (PostgreSQL's data exceptions, SQLSTATE class 22, and
+// program limits, class 54, such as an index row too large): retrying the
+// same call fails the same way, so it is the caller's input, not an outage.
+// Callers must neither retry it forever nor count it against a backend's
+// health.
+var ErrData = errors.New("aggregates: the store refused the data")
+
 // Store is an aggregates backend. Its methods are safe for concurrent use.
 type Store interface {
 	// Commit adds deltas (keyed by FULL cells: every dimension set) and
