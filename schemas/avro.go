@@ -116,9 +116,9 @@ func DecodeEventKey(b []byte) (Cell, error) {
 	r := avroReader{b: b}
 	minute := r.long("minute")
 	action := r.enum("action", NumActions)
-	os, oe := r.str("origin")
-	bs, be := r.str("brand_id")
-	cs, ce := r.str("category_id")
+	os, oe := r.utf8Str("origin")
+	bs, be := r.utf8Str("brand_id")
+	cs, ce := r.utf8Str("category_id")
 	r.end()
 	if r.err != nil {
 		return Cell{}, fmt.Errorf("decode event key: %w", r.err)
@@ -135,8 +135,12 @@ func DecodeEventKey(b []byte) (Cell, error) {
 
 // DecodeEventValue decodes an Avro UserTag into t; on error t is left
 // unchanged. The tag's strings share one allocation. Truncated or
-// malformed input, invalid UTF-8 (which goavro would let through, and which
-// would poison the stores downstream) and trailing bytes are errors.
+// malformed input and trailing bytes are errors, and so is a tag the
+// gateway would have refused (checkTag: invalid UTF-8, NUL, an empty
+// cookie, a field over its limit, a time outside years 0000-9999, which
+// goavro would all let through and which would poison the stores
+// downstream): whoever can produce to the topic is held to the gateway's
+// rules.
 func DecodeEventValue(b []byte, t *UserTag) error {
 	r := avroReader{b: b}
 	ms := r.long("time")
@@ -156,7 +160,7 @@ func DecodeEventValue(b []byte, t *UserTag) error {
 	}
 	// Every string lies in b[ks:ce]; one copy serves them all.
 	s := string(b[ks:ce])
-	*t = UserTag{
+	tag := UserTag{
 		TimeMs:            ms,
 		Cookie:            s[:ke-ks],
 		Country:           s[ns-ks : ne-ks],
@@ -169,6 +173,10 @@ func DecodeEventValue(b []byte, t *UserTag) error {
 		CategoryID:        s[cs-ks:],
 		Price:             price,
 	}
+	if err := checkTag(&tag, 0); err != nil {
+		return fmt.Errorf("decode event value: %w", err)
+	}
+	*t = tag
 	return nil
 }
 
@@ -254,7 +262,8 @@ func (r *avroReader) boolean(field string) bool {
 
 // str reads a string and returns where its bytes are in b. The length is
 // checked against the remaining input before anything is sliced, so a
-// hostile length cannot cause a panic or a large allocation.
+// hostile length cannot cause a panic or a large allocation. The content is
+// not validated: DecodeEventValue leaves that to checkTag.
 func (r *avroReader) str(field string) (start, end int) {
 	n := r.long(field)
 	if r.err != nil {
@@ -270,10 +279,16 @@ func (r *avroReader) str(field string) (start, end int) {
 	}
 	start = r.off
 	r.off += int(n)
-	if !utf8.Valid(r.b[start:r.off]) {
+	return start, r.off
+}
+
+// utf8Str is str for a string that must be valid UTF-8.
+func (r *avroReader) utf8Str(field string) (start, end int) {
+	start, end = r.str(field)
+	if r.err == nil && !utf8.Valid(r.b[start:end]) {
 		r.fail(field, errInvalidUTF8)
 	}
-	return start, r.off
+	return start, end
 }
 
 // end checks that the record used all of b.

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 	"time"
 )
@@ -109,14 +110,17 @@ func cellFromNative(v any) (c Cell, err error) {
 	}, nil
 }
 
-// avroTestTags are generated tags plus the extremes of every field.
+// avroTestTags are generated tags plus the extremes of every field that a
+// tag may carry (TestDecodeEventValueRejects has those it may not).
 func avroTestTags(n int) []UserTag {
 	r := rand.New(rand.NewPCG(9, 10))
 	tags := []UserTag{
 		validTag,
-		{TimeMs: math.MinInt64, Cookie: "", Device: TV, Action: Buy, Price: math.MinInt32},
-		{TimeMs: math.MaxInt64, Cookie: string(make([]byte, 300)), Device: Mobile, Price: math.MaxInt32, ProductIDIsNumber: true, ProductID: "-0"},
-		{TimeMs: -1, Price: -1, Origin: "😀"},
+		{TimeMs: MinTagTimeMs, Cookie: "c", Device: TV, Action: Buy, Price: math.MinInt32},
+		{TimeMs: MaxTagTimeMs, Cookie: strings.Repeat("\x01", MaxCookieBytes), Country: strings.Repeat("€", MaxCountryBytes/3),
+			Origin: strings.Repeat("o", MaxOriginBytes), BrandID: strings.Repeat("\"", MaxBrandIDBytes), CategoryID: strings.Repeat("😀", MaxCategoryIDBytes/4),
+			Device: Mobile, Price: math.MaxInt32, ProductIDIsNumber: true, ProductID: "-0"},
+		{TimeMs: -1, Cookie: "c", Price: -1, Origin: "😀", ProductIDIsNumber: true, ProductID: "1" + strings.Repeat("0", MaxProductIDBytes-1)},
 	}
 	for range n {
 		tags = append(tags, genTag(r))
@@ -291,6 +295,21 @@ func TestDecodeEventValueRejects(t *testing.T) {
 		{"price below int32", mod(func(v *rawValue) { v.price = math.MinInt32 - 1 }), errAvroInt},
 		{"invalid UTF-8", mod(func(v *rawValue) { v.origin = "\xff" }), errInvalidUTF8},
 		{"UTF-8 surrogate", mod(func(v *rawValue) { v.categoryID = "\xed\xa0\x80" }), errInvalidUTF8},
+		// The gateway's rules (checkTag), which goavro does not know.
+		{"invalid UTF-8 in the cookie", mod(func(v *rawValue) { v.cookie = "c\xc3" }), errInvalidUTF8},
+		{"NUL in country", mod(func(v *rawValue) { v.country = "P\x00L" }), errNUL},
+		{"empty cookie", mod(func(v *rawValue) { v.cookie = "" }), errEmpty},
+		{"cookie over its limit", mod(func(v *rawValue) { v.cookie = strings.Repeat("c", MaxCookieBytes+1) }), fieldInfo[FieldCookie].tooLong},
+		{"country over its limit", mod(func(v *rawValue) { v.country = strings.Repeat("P", MaxCountryBytes+1) }), fieldInfo[FieldCountry].tooLong},
+		{"origin over its limit", mod(func(v *rawValue) { v.origin = strings.Repeat("o", 6000) }), fieldInfo[FieldOrigin].tooLong},
+		{"product_id over its limit", mod(func(v *rawValue) { v.productID = strings.Repeat("p", MaxProductIDBytes+1) }), fieldInfo[FieldProductID].tooLong},
+		{"brand_id over its limit", mod(func(v *rawValue) { v.brandID = strings.Repeat("é", MaxBrandIDBytes/2+1) }), fieldInfo[FieldBrandID].tooLong},
+		{"category_id over its limit", mod(func(v *rawValue) { v.categoryID = strings.Repeat("k", MaxCategoryIDBytes+1) }), fieldInfo[FieldCategoryID].tooLong},
+		{"year 10000", mod(func(v *rawValue) { v.time = MaxTagTimeMs + 1 }), errTimeYears},
+		{"year -1", mod(func(v *rawValue) { v.time = MinTagTimeMs - 1 }), errTimeYears},
+		{"time MaxInt64", mod(func(v *rawValue) { v.time = math.MaxInt64 }), errTimeYears},
+		{"product_id flagged a number, not one", mod(func(v *rawValue) { v.productID, v.isNumber = "12a", 1 }), errNumberLit},
+		{"product_id flagged a number, empty", mod(func(v *rawValue) { v.productID, v.isNumber = "", 1 }), errNumberLit},
 	}
 	for _, tc := range tests {
 		before := UserTag{Cookie: "untouched"}
@@ -359,6 +378,11 @@ func FuzzDecodeEventValue(f *testing.F) {
 		var back UserTag
 		if err != nil || DecodeEventValue(enc, &back) != nil || back != tag {
 			t.Fatalf("round trip of %+v failed: %v", tag, err)
+		}
+		// The pipeline takes only what the gateway would have taken.
+		var fromJSON UserTag
+		if err := DecodeUserTag(AppendUserTagJSON(nil, &tag), &fromJSON); err != nil || fromJSON != tag {
+			t.Fatalf("event %+v accepted, but the gateway refuses it as JSON: %v", tag, err)
 		}
 	})
 }

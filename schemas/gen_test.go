@@ -59,16 +59,10 @@ func genNumberLiteral(r *rand.Rand) string {
 	return sb.String()
 }
 
-// Bounds of the years RFC 3339 can write, 0000..9999, in ms.
-var (
-	minTagMs = daysFromCivil(0, 1, 1) * 86400000
-	maxTagMs = daysFromCivil(10000, 1, 1)*86400000 - 1
-)
-
 func genTimeMs(r *rand.Rand) int64 {
 	switch r.IntN(4) {
 	case 0: // anywhere in 0000..9999
-		return minTagMs + r.Int64N(maxTagMs-minTagMs+1)
+		return MinTagTimeMs + r.Int64N(MaxTagTimeMs-MinTagTimeMs+1)
 	case 1: // around the epoch, both sides
 		return r.Int64N(4e11) - 2e11
 	default: // the replay's era

@@ -64,13 +64,13 @@ const maxSkipDepth = 64
 // Indices of the string fields in tagFields.str, in the order pass two
 // writes them into the shared string.
 const (
-	sCookie = iota
-	sCountry
-	sOrigin
-	sProductID
-	sBrandID
-	sCategoryID
-	numStrFields
+	sCookie      = FieldCookie
+	sCountry     = FieldCountry
+	sOrigin      = FieldOrigin
+	sProductID   = FieldProductID
+	sBrandID     = FieldBrandID
+	sCategoryID  = FieldCategoryID
+	numStrFields = numFields
 )
 
 // Bits of tagFields.seen, in the order missing fields are reported.
@@ -98,7 +98,7 @@ var fieldNames = [...]string{"time", "cookie", "country", "device", "action", "o
 type span struct {
 	start, end int
 	escaped    bool // contains backslash escapes: copy through unescape
-	nul        bool // contains an escaped U+0000
+	nonASCII   bool // contains a byte >= 0x80
 	n          int  // length after unescaping
 }
 
@@ -122,10 +122,12 @@ type jsonDecoder struct {
 // DecodeUserTag decodes one user tag from data, strictly (SPEC.md "Data"):
 // exact field names, every field required, no null, price an int32 integer
 // literal, product_id a string or a JSON number (kept as its literal text),
-// valid UTF-8, non-empty cookie, nothing after the object. Unknown fields are
-// skipped; of a duplicated field the last wins (a duplicated product_info
-// replaces the earlier one whole, so it must itself be complete). On error t
-// is left unchanged. The string fields of t share one allocation.
+// valid UTF-8, nothing after the object; then the content must pass the
+// rules every tag obeys (checkTag: non-empty cookie, field limits, no NUL,
+// years 0000-9999). Unknown fields are skipped; of a duplicated field the
+// last wins (a duplicated product_info replaces the earlier one whole, so
+// it must itself be complete). On error t is left unchanged. The string
+// fields of t share one allocation.
 func DecodeUserTag(data []byte, t *UserTag) error {
 	d := jsonDecoder{data: data}
 	var f tagFields
@@ -180,16 +182,30 @@ func DecodeUserTag(data []byte, t *UserTag) error {
 			}
 		}
 	}
-	if f.str[sCookie].n == 0 {
-		return &FieldError{Field: "cookie", Err: errEmpty}
+	tag := d.commit(&f)
+	if err := checkTag(&tag, f.plainFields()); err != nil {
+		return err
 	}
-	d.commit(&f, t)
+	*t = tag
 	return nil
 }
 
+// plainFields is the set of string fields (bit 1<<Field) whose text had
+// no escape and only ASCII: the scanner has shown them free of NUL and
+// control characters, so checkTag need not look at their bytes again.
+func (f *tagFields) plainFields() uint8 {
+	var m uint8
+	for i := range f.str {
+		if !f.str[i].escaped && !f.str[i].nonASCII {
+			m |= 1 << i
+		}
+	}
+	return m
+}
+
 // commit is pass two: it copies the string fields into one allocation and
-// fills t.
-func (d *jsonDecoder) commit(f *tagFields, t *UserTag) {
+// builds the tag.
+func (d *jsonDecoder) commit(f *tagFields) UserTag {
 	total := 0
 	for i := range f.str {
 		total += f.str[i].n
@@ -209,7 +225,7 @@ func (d *jsonDecoder) commit(f *tagFields, t *UserTag) {
 		offs[i+1] = sb.Len()
 	}
 	s := sb.String()
-	*t = UserTag{
+	return UserTag{
 		TimeMs:            f.timeMs,
 		Cookie:            s[offs[sCookie]:offs[sCookie+1]],
 		Country:           s[offs[sCountry]:offs[sCountry+1]],
@@ -316,9 +332,6 @@ func (d *jsonDecoder) stringField(field string, sp *span) error {
 	if err != nil {
 		return &FieldError{Field: field, Err: err}
 	}
-	if s.nul {
-		return &FieldError{Field: field, Err: errNUL}
-	}
 	*sp = s
 	return nil
 }
@@ -393,9 +406,6 @@ func (d *jsonDecoder) productID(f *tagFields) error {
 	switch {
 	case c == '"':
 		sp, err := d.scanString()
-		if err == nil && sp.nul {
-			err = errNUL
-		}
 		if err != nil {
 			return &FieldError{Field: "product_id", Err: err}
 		}
@@ -450,11 +460,21 @@ func (d *jsonDecoder) price() (int32, error) {
 	return int32(v), nil
 }
 
-// scanNumber consumes a number per the JSON grammar
-// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? and reports whether it is
-// an integer literal (no fraction, no exponent).
+// scanNumber consumes a number at the cursor and reports whether it is an
+// integer literal (no fraction, no exponent).
 func (d *jsonDecoder) scanNumber() (isInt bool, err error) {
-	data, i := d.data, d.pos
+	end, isInt, ok := numberEnd(d.data, d.pos)
+	if !ok {
+		return false, errNumberGrammar
+	}
+	d.pos = end
+	return isInt, nil
+}
+
+// numberEnd reads the number at s[i:] per the JSON grammar
+// -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)? and returns where it ends
+// and whether it is an integer literal; ok is false when there is none.
+func numberEnd[S byteSeq](data S, i int) (end int, isInt, ok bool) {
 	if i < len(data) && data[i] == '-' {
 		i++
 	}
@@ -466,14 +486,14 @@ func (d *jsonDecoder) scanNumber() (isInt bool, err error) {
 			i++
 		}
 	default:
-		return false, errNumberGrammar
+		return 0, false, false
 	}
 	isInt = true
 	if i < len(data) && data[i] == '.' {
 		isInt = false
 		i++
 		if i >= len(data) || data[i]-'0' > 9 {
-			return false, errNumberGrammar
+			return 0, false, false
 		}
 		for i < len(data) && data[i]-'0' <= 9 {
 			i++
@@ -486,7 +506,7 @@ func (d *jsonDecoder) scanNumber() (isInt bool, err error) {
 			i++
 		}
 		if i >= len(data) || data[i]-'0' > 9 {
-			return false, errNumberGrammar
+			return 0, false, false
 		}
 		for i < len(data) && data[i]-'0' <= 9 {
 			i++
@@ -495,10 +515,9 @@ func (d *jsonDecoder) scanNumber() (isInt bool, err error) {
 	// A digit right after the literal ("012") is not a separator; the
 	// caller's structural check would catch it too, but say "invalid number".
 	if i < len(data) && data[i]-'0' <= 9 {
-		return false, errNumberGrammar
+		return 0, false, false
 	}
-	d.pos = i
-	return isInt, nil
+	return i, isInt, true
 }
 
 // plainStringByte marks bytes a JSON string may contain as they are: ASCII
@@ -517,7 +536,7 @@ func (d *jsonDecoder) scanString() (span, error) {
 	start := d.pos + 1
 	i := start
 	shrink := 0 // input bytes minus output bytes of the escapes seen
-	escaped, nul := false, false
+	escaped, nonASCII := false, false
 	for {
 		for i < len(data) && plainStringByte[data[i]] {
 			i++
@@ -528,7 +547,7 @@ func (d *jsonDecoder) scanString() (span, error) {
 		switch c := data[i]; {
 		case c == '"':
 			d.pos = i + 1
-			return span{start: start, end: i, escaped: escaped, nul: nul, n: i - start - shrink}, nil
+			return span{start: start, end: i, escaped: escaped, nonASCII: nonASCII, n: i - start - shrink}, nil
 		case c == '\\':
 			escaped = true
 			if i+1 >= len(data) {
@@ -557,13 +576,13 @@ func (d *jsonDecoder) scanString() (span, error) {
 					continue
 				}
 				shrink += 6 - utf8.RuneLen(r)
-				nul = nul || r == 0
 			default:
 				return span{}, errBadEscape
 			}
 		case c < 0x20:
 			return span{}, errControlChar
 		default: // c >= 0x80
+			nonASCII = true
 			r, size := utf8.DecodeRune(data[i:])
 			if r == utf8.RuneError && size == 1 {
 				return span{}, errInvalidUTF8

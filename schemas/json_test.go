@@ -402,6 +402,16 @@ func FuzzDecodeUserTag(f *testing.F) {
 		if err := DecodeUserTag(enc, &back); err != nil || back != tag {
 			t.Fatalf("round trip of %q via %s: %+v, %v", data, enc, back, err)
 		}
+		// The tag rules hold, and the pipeline's decoder takes what the
+		// gateway took.
+		if len(enc) > MaxTagJSONBytes || tag.TimeMs < MinTagTimeMs || tag.TimeMs > MaxTagTimeMs {
+			t.Fatalf("accepted %q: canonical JSON of %d bytes, time %d", data, len(enc), tag.TimeMs)
+		}
+		avro, err := AppendEventValue(nil, &tag)
+		var fromAvro UserTag
+		if err != nil || DecodeEventValue(avro, &fromAvro) != nil || fromAvro != tag {
+			t.Fatalf("accepted %q, but not as an event: %+v, %v", data, fromAvro, err)
+		}
 	})
 }
 

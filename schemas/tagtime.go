@@ -81,7 +81,9 @@ func digits2[S byteSeq](s S, i int) (int64, bool) {
 // "YYYY-MM-DDTHH:MM:SS[.fraction](Z|±HH:MM)", and returns milliseconds since
 // the Unix epoch, UTC. The fraction may have 1 to 9 digits and is truncated
 // to milliseconds, which floors toward the past also before 1970. A zone is
-// required; T and Z must be upper case (the form SPEC.md shows).
+// required; T and Z must be upper case (the form SPEC.md shows). The result
+// may fall just outside years 0000-9999 once the offset is applied: a
+// decoded tag is held to those years by checkTag.
 func ParseTagTime(b []byte) (int64, error) {
 	secs, err := parseDateTime(b)
 	if err != nil {
@@ -150,8 +152,8 @@ func AppendTagTime(dst []byte, ms int64) []byte {
 
 // appendDateTime appends secs (since the Unix epoch) as
 // "YYYY-MM-DDTHH:MM:SS", UTC, no zone. Years outside 0000..9999 cannot come
-// from the parsers; they are written with a sign or more digits, as the time
-// package does, rather than wrapped.
+// from a decoded tag (checkTag); they are written with a sign or more
+// digits, as the time package does, rather than wrapped.
 func appendDateTime(dst []byte, secs int64) []byte {
 	days := floorDiv(secs, 86400)
 	sod := secs - days*86400

@@ -95,8 +95,8 @@ func TestAppendTagTime(t *testing.T) {
 		{-86400000, "1969-12-31T00:00:00.000Z"},
 		{1647951300123, "2022-03-22T12:15:00.123Z"},
 		{1709164800000, "2024-02-29T00:00:00.000Z"},
-		{minTagMs, "0000-01-01T00:00:00.000Z"},
-		{maxTagMs, "9999-12-31T23:59:59.999Z"},
+		{MinTagTimeMs, "0000-01-01T00:00:00.000Z"},
+		{MaxTagTimeMs, "9999-12-31T23:59:59.999Z"},
 	}
 	for _, tc := range tests {
 		if got := string(AppendTagTime([]byte("x"), tc.ms)); got != "x"+tc.want {
