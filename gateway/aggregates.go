@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bytes"
 	"errors"
 	"strconv"
 	"time"
@@ -49,12 +48,18 @@ func (s *Server) aggregates(ctx *fasthttp.RequestCtx, rid string) {
 		err = errors.New("aggregates store returned " + strconv.Itoa(len(totals)) + " minutes, want " + strconv.Itoa(req.q.Minutes()))
 	}
 	if err != nil {
+		if isDataError(err) {
+			// Validation let through what the store refuses as data.
+			s.log.Warn("aggregates query refused by the store as data", "request_id", rid, "err", err)
+			writeError(ctx, fasthttp.StatusBadRequest, "query refused by the aggregates store as invalid data")
+			return
+		}
 		s.log.Error("aggregates query failed", "request_id", rid, "err", err)
 		writeUnavailable(ctx, err, "aggregates store unavailable, retry")
 		return
 	}
 	body := appendAggregatesJSON(make([]byte, 0, 256+64*len(totals)), &req, totals)
-	debugCompare(s.log, endpointAggregates, rid, ctx.PostBody(), body)
+	debugCompare(s.log, endpointAggregates, rid, 0, ctx.PostBody(), body)
 	writeJSON(ctx, body)
 }
 
@@ -108,27 +113,30 @@ func parseAggregateKinds(vs [][]byte) ([]aggregateKind, error) {
 }
 
 // parseFilters reads the optional equality filters; an empty value is a
-// filter on the empty string, which a tag may carry.
+// filter on the empty string, which a tag may carry. A value no tag can
+// carry (invalid UTF-8, NUL, longer than the field's limit) is a 400 by
+// the tag's own rule (schemas.CheckValue), before any store is asked.
 func parseFilters(args *fasthttp.Args, q *schemas.AggregateQuery) error {
 	filters := [...]struct {
-		name string
-		dim  schemas.Dims
-		dst  *string
+		field schemas.Field
+		dim   schemas.Dims
+		dst   *string
 	}{
-		{"origin", schemas.DimOrigin, &q.Origin},
-		{"brand_id", schemas.DimBrand, &q.BrandID},
-		{"category_id", schemas.DimCategory, &q.CategoryID},
+		{schemas.FieldOrigin, schemas.DimOrigin, &q.Origin},
+		{schemas.FieldBrandID, schemas.DimBrand, &q.BrandID},
+		{schemas.FieldCategoryID, schemas.DimCategory, &q.CategoryID},
 	}
 	for _, f := range filters {
-		if !args.Has(f.name) {
+		name := f.field.String()
+		if !args.Has(name) {
 			continue
 		}
-		v, err := singleArg(args, f.name)
+		v, err := singleArg(args, name)
 		if err != nil {
 			return err
 		}
-		if bytes.IndexByte(v, 0) >= 0 {
-			return errors.New(f.name + ": NUL character not allowed")
+		if err := schemas.CheckValue(f.field, string(v)); err != nil {
+			return err
 		}
 		*f.dst = string(v)
 		q.Filter |= f.dim

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/allezon/allezon/broker/brokertest"
 	"github.com/allezon/allezon/schemas"
@@ -88,6 +89,15 @@ func TestMalformedRequestBattery(t *testing.T) {
 		return pre + big(n-len(s)-len(pre)-1) + `",` + s[1:]
 	}
 	bigHeader := "X-Big: " + big(32<<10) + "\r\n"
+	quoted := func(s string) string { return `"` + s + `"` }
+	// Tag times around the horizon (newTestEnv's MaxFuture), from the
+	// wall clock the server reads too.
+	ahead := func(d time.Duration) string {
+		return quoted(time.Now().Add(d).UTC().Format("2006-01-02T15:04:05.000Z"))
+	}
+	atLimits := tagJSON("ok-7"+big(schemas.MaxCookieBytes-4), "country", quoted(big(schemas.MaxCountryBytes)),
+		"origin", quoted(strings.Repeat(`\u0001`, schemas.MaxOriginBytes)), "product_id", "1"+strings.Repeat("0", schemas.MaxProductIDBytes-1),
+		"brand_id", quoted(strings.Repeat("é", schemas.MaxBrandIDBytes/2)), "category_id", quoted(big(schemas.MaxCategoryIDBytes)))
 
 	endpoints := []struct {
 		name, method, path string
@@ -98,7 +108,9 @@ func TestMalformedRequestBattery(t *testing.T) {
 			{name: "valid BUY, numeric product_id, zone offset", body: tagJSON("ok-2", "action", `"BUY"`, "product_id", `12345`, "time", `"2022-03-22T13:15:00.5+01:00"`), status: 204, cookie: "ok-2"},
 			{name: "valid at exactly 64 KiB", body: padded("ok-3", 64<<10), status: 204, cookie: "ok-3"},
 			{name: "valid, chunked", body: tagJSON("ok-5"), chunked: true, status: 204, cookie: "ok-5"},
-			{name: "valid, cookie of 1024 bytes", body: tagJSON("ok-4" + big(1020)), status: 204, cookie: "ok-4" + big(1020)},
+			{name: "valid, cookie of 256 bytes", body: tagJSON("ok-4" + big(252)), status: 204, cookie: "ok-4" + big(252)},
+			{name: "valid, just inside the horizon", body: tagJSON("ok-6", "time", ahead(schemas.DefaultMaxFuture-time.Hour)), status: 204, cookie: "ok-6"},
+			{name: "valid, every field at its limit", body: atLimits, status: 204, cookie: "ok-7" + big(schemas.MaxCookieBytes-4)},
 
 			{name: "empty body", body: "", status: 400},
 			{name: "not JSON", body: "hello", status: 400},
@@ -112,7 +124,17 @@ func TestMalformedRequestBattery(t *testing.T) {
 			{name: "product_info a string", body: strings.Replace(tagJSON("bad-pi"), `"product_info":{`, `"product_info":"x","y":{`, 1), status: 400, cookie: "bad-pi"},
 			{name: "missing cookie", body: tagJSON("", "cookie", "-"), status: 400, errHas: "cookie", cookie: ""},
 			{name: "empty cookie", body: tagJSON(""), status: 400, errHas: "cookie", cookie: ""},
+			{name: "cookie of 257 bytes", body: tagJSON("bad-long" + big(249)), status: 400, errHas: "cookie", cookie: "bad-long" + big(249)},
 			{name: "cookie of 1025 bytes", body: tagJSON("bad-long" + big(1017)), status: 400, errHas: "cookie", cookie: "bad-long" + big(1017)},
+			{name: "country of 65 bytes", body: tagJSON("bad-len1", "country", quoted(big(65))), status: 400, errHas: "country: longer than 64 bytes", cookie: "bad-len1"},
+			{name: "country of 60,000 bytes", body: tagJSON("bad-len2", "country", quoted(big(60000))), status: 400, errHas: "country: longer", cookie: "bad-len2"},
+			{name: "origin of 129 bytes", body: tagJSON("bad-len3", "origin", quoted(big(129))), status: 400, errHas: "origin: longer than 128 bytes", cookie: "bad-len3"},
+			{name: "origin of 6,000 bytes", body: tagJSON("bad-len4", "origin", quoted(big(6000))), status: 400, errHas: "origin: longer", cookie: "bad-len4"},
+			{name: "origin of 129 escaped bytes", body: tagJSON("bad-len5", "origin", quoted(strings.Repeat(`\u0001`, 129))), status: 400, errHas: "origin: longer", cookie: "bad-len5"},
+			{name: "product_id of 129 bytes", body: tagJSON("bad-len6", "product_id", quoted(big(129))), status: 400, errHas: "product_id: longer than 128 bytes", cookie: "bad-len6"},
+			{name: "numeric product_id of 129 digits", body: tagJSON("bad-len7", "product_id", "1"+strings.Repeat("0", 128)), status: 400, errHas: "product_id: longer", cookie: "bad-len7"},
+			{name: "brand_id of 129 bytes", body: tagJSON("bad-len8", "brand_id", quoted(strings.Repeat("é", 64)+"x")), status: 400, errHas: "brand_id: longer than 128 bytes", cookie: "bad-len8"},
+			{name: "category_id of 129 bytes", body: tagJSON("bad-len9", "category_id", quoted(big(129))), status: 400, errHas: "category_id: longer than 128 bytes", cookie: "bad-len9"},
 			{name: "missing price", body: tagJSON("bad-noprice", "price", "-"), status: 400, errHas: "price", cookie: "bad-noprice"},
 			{name: "field name case", body: strings.Replace(tagJSON("bad-case"), `"device"`, `"Device"`, 1), status: 400, errHas: "device", cookie: "bad-case"},
 			{name: "device PHONE", body: tagJSON("bad-dev", "device", `"PHONE"`), status: 400, errHas: "device", cookie: "bad-dev"},
@@ -128,6 +150,10 @@ func TestMalformedRequestBattery(t *testing.T) {
 			{name: "time leap second", body: tagJSON("bad-t4", "time", `"2016-12-31T23:59:60Z"`), status: 400, errHas: "time", cookie: "bad-t4"},
 			{name: "time hour 24", body: tagJSON("bad-t5", "time", `"2022-03-22T24:00:00Z"`), status: 400, errHas: "time", cookie: "bad-t5"},
 			{name: "time a number", body: tagJSON("bad-t6", "time", `1647951300123`), status: 400, errHas: "time", cookie: "bad-t6"},
+			{name: "time in year 10000 after the offset", body: tagJSON("bad-t7", "time", `"9999-12-31T23:30:00.000-23:59"`), status: 400, errHas: "years 0000-9999", cookie: "bad-t7"},
+			{name: "time in year -1 after the offset", body: tagJSON("bad-t8", "time", `"0000-01-01T00:00:00.000+00:01"`), status: 400, errHas: "years 0000-9999", cookie: "bad-t8"},
+			{name: "time beyond the horizon", body: tagJSON("bad-t9", "time", ahead(schemas.DefaultMaxFuture+time.Hour)), status: 400, errHas: "time: too far in the future", cookie: "bad-t9"},
+			{name: "time 9999-12-31T23:59Z", body: tagJSON("bad-t10", "time", `"9999-12-31T23:59:00Z"`), status: 400, errHas: "time: too far in the future", cookie: "bad-t10"},
 			{name: "NUL in cookie", body: tagJSON("bad\x00nul"), status: 400, errHas: "NUL", cookie: "bad\x00nul"},
 			{name: "NUL in origin", body: tagJSON("bad-nul2", "origin", `"a\u0000"`), status: 400, errHas: "NUL", cookie: "bad-nul2"},
 			{name: "NUL in brand_id", body: tagJSON("bad-nul3", "brand_id", `"\u0000"`), status: 400, errHas: "NUL", cookie: "bad-nul3"},
@@ -188,6 +214,8 @@ func TestMalformedRequestBattery(t *testing.T) {
 			{name: "truncated percent-encoding", target: "/user_profiles/ok%2?" + profRange, status: 400, errHas: "cookie"},
 			{name: "raw slash in cookie", target: "/user_profiles/ok/1?" + profRange, status: 400, errHas: "cookie"},
 			{name: "empty cookie", target: "/user_profiles/?" + profRange, status: 400, errHas: "cookie"},
+			{name: "valid, cookie of 256 bytes", target: "/user_profiles/" + big(256) + "?" + profRange, status: 200, check: wantContains(`"views":[]`)},
+			{name: "cookie of 257 bytes", target: "/user_profiles/" + big(257) + "?" + profRange, status: 414, errHas: "cookie"},
 			{name: "cookie of 1025 bytes", target: "/user_profiles/" + big(1025) + "?" + profRange, status: 414, errHas: "cookie"},
 			{name: "body over 4 MiB", target: "/user_profiles/ok-1?" + profRange, body: big(4<<20 + 1), status: 413},
 			{name: "chunked body over 4 MiB", target: "/user_profiles/ok-1?" + profRange, body: big(4<<20 + 1), chunked: true, status: 400, errHas: "large"},
@@ -212,6 +240,7 @@ func TestMalformedRequestBattery(t *testing.T) {
 				check: wantBody(`{"columns":["1m_bucket","action","count"],"rows":[["2022-03-22T12:10:00","BUY","0"]]}`)},
 			{name: "valid, empty filter value", target: "/aggregates?" + aggRange + "&action=BUY&aggregates=COUNT&brand_id=", status: 200, check: wantContains(`"brand_id"`)},
 			{name: "valid, 1 MiB debug body", target: "/aggregates?" + aggRange + "&action=BUY&aggregates=COUNT", body: big(1 << 20), status: 200},
+			{name: "valid, filters at their limits", target: "/aggregates?" + aggRange + "&action=BUY&aggregates=COUNT&origin=" + big(128) + "&brand_id=" + strings.Repeat("%C3%A9", 64) + "&category_id=" + big(128), status: 200, check: wantContains(`"0"]`)},
 
 			{name: "missing time_range", target: "/aggregates?action=BUY&aggregates=COUNT", status: 400, errHas: "time_range"},
 			{name: "eleven minutes", target: "/aggregates?time_range=2022-03-22T12:10:00_2022-03-22T12:21:00&action=BUY&aggregates=COUNT", status: 400, errHas: "10 minutes"},
@@ -232,6 +261,13 @@ func TestMalformedRequestBattery(t *testing.T) {
 			{name: "lower-case aggregate", target: "/aggregates?" + aggRange + "&action=BUY&aggregates=count", status: 400, errHas: "aggregates"},
 			{name: "NUL in origin", target: "/aggregates?" + aggRange + "&action=BUY&aggregates=COUNT&origin=a%00b", status: 400, errHas: "NUL"},
 			{name: "origin twice", target: "/aggregates?" + aggRange + "&action=BUY&aggregates=COUNT&origin=a&origin=b", status: 400, errHas: "origin"},
+			{name: "invalid UTF-8 origin", target: "/aggregates?" + aggRange + "&action=BUY&aggregates=COUNT&origin=%ff", status: 400, errHas: "origin: invalid UTF-8"},
+			{name: "invalid UTF-8 brand_id", target: "/aggregates?" + aggRange + "&action=VIEW&aggregates=SUM_PRICE&brand_id=a%C3%28", status: 400, errHas: "brand_id: invalid UTF-8"},
+			{name: "surrogate in category_id", target: "/aggregates?" + aggRange + "&action=BUY&aggregates=COUNT&category_id=%ED%A0%80", status: 400, errHas: "category_id: invalid UTF-8"},
+			{name: "overlong UTF-8 origin", target: "/aggregates?" + aggRange + "&action=BUY&aggregates=COUNT&origin=%C0%AF", status: 400, errHas: "origin: invalid UTF-8"},
+			{name: "origin of 129 bytes", target: "/aggregates?" + aggRange + "&action=BUY&aggregates=COUNT&origin=" + big(129), status: 400, errHas: "origin: longer than 128 bytes"},
+			{name: "brand_id of 6,000 bytes", target: "/aggregates?" + aggRange + "&action=BUY&aggregates=COUNT&brand_id=" + big(6000), status: 400, errHas: "brand_id: longer"},
+			{name: "category_id of 129 bytes", target: "/aggregates?" + aggRange + "&action=BUY&aggregates=COUNT&category_id=" + strings.Repeat("%C3%A9", 64) + "x", status: 400, errHas: "category_id: longer"},
 			{name: "body over 4 MiB", target: "/aggregates?" + aggRange + "&action=BUY&aggregates=COUNT", body: big(4<<20 + 1), status: 413},
 			{name: "chunked body over 4 MiB", target: "/aggregates?" + aggRange + "&action=BUY&aggregates=COUNT", body: big(4<<20 + 1), chunked: true, status: 400, errHas: "large"},
 			{name: "URI too large", target: "/aggregates?" + aggRange + "&action=BUY&aggregates=COUNT&origin=" + big(32<<10), status: 431},
@@ -340,8 +376,8 @@ func TestMalformedRequestBattery(t *testing.T) {
 	if !sameMultiset(logged, accepted) {
 		t.Fatalf("the event log holds\n%s\nwant the accepted tags\n%s", strings.Join(logged, "\n"), strings.Join(accepted, "\n"))
 	}
-	if len(accepted) != 5 {
-		t.Fatalf("%d tags accepted, want the 5 valid ones", len(accepted))
+	if len(accepted) != 7 {
+		t.Fatalf("%d tags accepted, want the 7 valid ones", len(accepted))
 	}
 }
 

@@ -1,7 +1,11 @@
 package gateway
 
 import (
+	"errors"
+
 	"github.com/allezon/allezon/gateway/breaker"
+	"github.com/allezon/allezon/gateway/profiles"
+	"github.com/allezon/allezon/pipeline/aggregates"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -96,10 +100,17 @@ func (bb *backendBreaker) allow() (breaker.Ticket, error) {
 	return t, err
 }
 
-// done reports the end of a call allow admitted. Every error is a failure:
-// the handler validated the request before the call, so what is left is
-// the backend's own error or its missed deadline (the context is the
-// gateway's, never cancelled by a client).
+// done reports the end of a call allow admitted. Only outages and
+// timeouts are failures: an error, or a missed deadline (the context is
+// the gateway's, never cancelled by a client). A store refusing the
+// request's data (isDataError) answered, so it counts as a success: one
+// client's bad input must not open the breaker for everyone.
 func (bb *backendBreaker) done(t breaker.Ticket, err error) {
-	bb.Done(t, err != nil)
+	bb.Done(t, err != nil && !isDataError(err))
+}
+
+// isDataError reports whether a store refused the request's data itself
+// (what a retry would get again): a 400, not an outage.
+func isDataError(err error) bool {
+	return errors.Is(err, aggregates.ErrData) || errors.Is(err, profiles.ErrData)
 }

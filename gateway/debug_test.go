@@ -2,7 +2,10 @@
 
 package gateway
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestSameProfiles(t *testing.T) {
 	const a = `{"time":"2022-03-22T12:15:00.123Z","cookie":"c","country":"PL","device":"PC","action":"VIEW","origin":"o","product_info":{"product_id":"p","brand_id":"b","category_id":"k","price":1}}`
@@ -22,7 +25,7 @@ func TestSameProfiles(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			same, err := sameProfiles([]byte(tt.expected), []byte(got))
+			same, err := sameProfiles([]byte(tt.expected), []byte(got), 200)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -30,6 +33,54 @@ func TestSameProfiles(t *testing.T) {
 				t.Fatalf("same = %v, want %v", same, tt.same)
 			}
 		})
+	}
+}
+
+// TestSameProfilesCutThroughTies: when limit cuts through the tags of one
+// millisecond, SPEC leaves open which of them the answer keeps; that is
+// not a mismatch, while any other difference still is.
+func TestSameProfilesCutThroughTies(t *testing.T) {
+	tag := func(time, origin string) string {
+		return `{"time":"` + time + `","cookie":"c","country":"PL","device":"PC","action":"VIEW","origin":"` + origin +
+			`","product_info":{"product_id":"p","brand_id":"b","category_id":"k","price":1}}`
+	}
+	const t2, t1, t0 = "2022-03-22T12:15:00.002Z", "2022-03-22T12:15:00.001Z", "2022-03-22T12:15:00.000Z"
+	answer := func(views ...string) string {
+		return `{"cookie":"c","views":[` + strings.Join(views, ",") + `],"buys":[]}`
+	}
+	// The store holds t2/a, then t1/b, t1/c, t1/d; limit 3 cuts through t1.
+	got := answer(tag(t2, "a"), tag(t1, "b"), tag(t1, "c"))
+	tests := []struct {
+		name, expected string
+		limit          int
+		same           bool
+	}{
+		{"the same tags", got, 3, true},
+		{"other tags of the cut millisecond", answer(tag(t2, "a"), tag(t1, "d"), tag(t1, "b")), 3, true},
+		{"all other tags of the cut millisecond", answer(tag(t2, "a"), tag(t1, "d"), tag(t1, "e")), 3, true},
+		{"not cut: the last millisecond must match", answer(tag(t2, "a"), tag(t1, "d"), tag(t1, "b")), 4, false},
+		{"not cut at limit 200", answer(tag(t2, "a"), tag(t1, "d"), tag(t1, "b")), 200, false},
+		{"a difference before the cut", answer(tag(t2, "x"), tag(t1, "b"), tag(t1, "c")), 3, false},
+		{"the cut millisecond is another", answer(tag(t2, "a"), tag(t1, "b"), tag(t0, "c")), 3, false},
+		{"one tag fewer", answer(tag(t2, "a"), tag(t1, "b")), 3, false},
+		{"cut list of one millisecond", answer(tag(t1, "d"), tag(t1, "e"), tag(t1, "f")), 3, false},
+		{"limit 0", answer(), 0, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			same, err := sameProfiles([]byte(tt.expected), []byte(got), tt.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if same != tt.same {
+				t.Fatalf("same = %v, want %v", same, tt.same)
+			}
+		})
+	}
+	// A list wholly of one millisecond, cut at the limit, keeps any 3.
+	oneMs := answer(tag(t1, "b"), tag(t1, "c"), tag(t1, "d"))
+	if same, err := sameProfiles([]byte(answer(tag(t1, "e"), tag(t1, "b"), tag(t1, "f"))), []byte(oneMs), 3); err != nil || !same {
+		t.Fatalf("one millisecond cut at the limit: same = %v, %v; want true", same, err)
 	}
 }
 

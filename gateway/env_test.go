@@ -89,7 +89,7 @@ func newTestEnv(tb testing.TB) *testEnv {
 
 	// A generous backend timeout: the machine is shared, and a 503 from
 	// a slow fsync would read as a failed property.
-	e.srv = New(Config{BackendTimeout: 30 * time.Second, Logger: log}, Backends{
+	e.srv = New(Config{BackendTimeout: 30 * time.Second, MaxFuture: schemas.DefaultMaxFuture, Logger: log}, Backends{
 		Profiles:   countingProfiles{prof, &e.appends},
 		Events:     countingPublisher{pub, &e.publishes},
 		Aggregates: agg,

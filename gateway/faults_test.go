@@ -22,20 +22,23 @@ import (
 
 	"github.com/allezon/allezon/gateway"
 	"github.com/allezon/allezon/gateway/profiles"
+	"github.com/allezon/allezon/pipeline/aggregates"
 	"github.com/allezon/allezon/schemas"
 )
 
 // Behaviours of a fake backend.
 const (
-	healthy int32 = iota
-	hanging       // answers nothing until the caller's deadline
-	failing       // answers an error at once
+	healthy  int32 = iota
+	hanging        // answers nothing until the caller's deadline
+	failing        // answers an error at once
+	refusing       // refuses the request's data: an error wrapping refuse
 )
 
 // fakeBackend is one backend's behaviour and the calls it got.
 type fakeBackend struct {
-	mode  atomic.Int32
-	calls atomic.Int64
+	mode   atomic.Int32
+	calls  atomic.Int64
+	refuse error // the store's ErrData, for mode refusing
 }
 
 func (f *fakeBackend) call(ctx context.Context) error {
@@ -46,12 +49,14 @@ func (f *fakeBackend) call(ctx context.Context) error {
 		return ctx.Err()
 	case failing:
 		return fmt.Errorf("backend down")
+	case refusing:
+		return fmt.Errorf("invalid byte sequence: %w", f.refuse)
 	}
 	return nil
 }
 
 func (f *fakeBackend) Ping(ctx context.Context) error {
-	if f.mode.Load() != healthy {
+	if m := f.mode.Load(); m != healthy && m != refusing {
 		return fmt.Errorf("backend down")
 	}
 	return nil
@@ -80,7 +85,7 @@ func (f fakeAggregates) Query(ctx context.Context, q *schemas.AggregateQuery) ([
 type fakes struct{ profiles, events, aggregates *fakeBackend }
 
 func newFakes() (fakes, gateway.Backends) {
-	f := fakes{&fakeBackend{}, &fakeBackend{}, &fakeBackend{}}
+	f := fakes{&fakeBackend{refuse: profiles.ErrData}, &fakeBackend{}, &fakeBackend{refuse: aggregates.ErrData}}
 	return f, gateway.Backends{
 		Profiles:   fakeProfiles{f.profiles},
 		Events:     fakeEvents{f.events},
@@ -245,6 +250,56 @@ func testBreakerCycle(t *testing.T, ep endpoint) {
 		if code, msg, _ := post(t, base+ep.path, ep.body); code != want {
 			t.Fatalf("after recovery: %d %s, want %d", code, msg, want)
 		}
+	}
+}
+
+// TestDataErrorsAreNotFailures: a store that refuses the request's data
+// (an error wrapping aggregates.ErrData or profiles.ErrData) gives a 400,
+// counted in allezon_backend_data_errors_total, and never moves its
+// breaker: only outages and timeouts do.
+func TestDataErrorsAreNotFailures(t *testing.T) {
+	const failures = 2
+	for _, ep := range []endpoint{endpoints[0], endpoints[2], endpoints[3]} {
+		t.Run(ep.name, func(t *testing.T) {
+			f, b := newFakes()
+			addr := serveGateway(t, gateway.Config{BackendTimeout: time.Second, BreakerFailures: failures, BreakerCooldown: time.Minute}, b, nil)
+			base := "http://" + addr
+			be := ep.backend(f)
+			name := backendName(f, be)
+			op := map[string]string{"/user_tags": "append", "/user_profiles/c" + profileRange: "read"}[ep.path]
+			if op == "" {
+				op = "query"
+			}
+			series := `allezon_backend_data_errors_total{backend="` + name + `",op="` + op + `"}`
+			m0 := scrape(t, base)
+			be.mode.Store(refusing)
+			const n = 5 * failures
+			for i := range n {
+				if code, msg, _ := post(t, base+ep.path, ep.body); code != 400 || !strings.Contains(msg, "invalid data") {
+					t.Fatalf("request %d: %d %s, want 400 about invalid data", i, code, msg)
+				}
+			}
+			if c := be.calls.Load(); c != n {
+				t.Fatalf("the store got %d of %d calls: the breaker refused some", c, n)
+			}
+			if f.events.calls.Load() != 0 {
+				t.Fatal("a tag the profile store refused was published")
+			}
+			// The state gauge is per process, shared with the other
+			// subtests' gateways: the transitions tell.
+			m := scrape(t, base)
+			wantDelta(t, m0, m, `allezon_breaker_transitions_total{backend="`+name+`",to="open"}`, 0)
+			wantDelta(t, m0, m, series, n)
+			if health := get(t, base+"/health"); !strings.Contains(health, `"status":"ok"`) {
+				t.Fatalf("/health after refusals: %s", health)
+			}
+			// The same breaker still opens on an outage.
+			be.mode.Store(failing)
+			for range failures {
+				post(t, base+ep.path, ep.body)
+			}
+			wantDelta(t, m0, scrape(t, base), `allezon_breaker_transitions_total{backend="`+name+`",to="open"}`, 1)
+		})
 	}
 }
 

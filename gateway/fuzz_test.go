@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 
 	"github.com/allezon/allezon/gateway/profiles"
@@ -136,6 +137,10 @@ func FuzzParseAggregatesRequest(f *testing.F) {
 		tr + "&action=BUY",
 		tr + "&action=BUY&aggregates=COUNT&origin=a&origin=b",
 		tr + "&action=BUY&aggregates=COUNT&brand_id=a%00",
+		tr + "&action=BUY&aggregates=COUNT&origin=%ff",
+		tr + "&action=BUY&aggregates=COUNT&category_id=%ED%A0%80",
+		tr + "&action=BUY&aggregates=COUNT&brand_id=" + strings.Repeat("b", schemas.MaxBrandIDBytes),
+		tr + "&action=BUY&aggregates=COUNT&origin=" + strings.Repeat("o", schemas.MaxOriginBytes+1),
 		tr + "&action=BUY&aggregates=COUNT&category_id",
 		"action=BUY&aggregates=COUNT",
 	} {
@@ -179,19 +184,22 @@ func FuzzParseAggregatesRequest(f *testing.F) {
 				ok = false
 			}
 		}
+		// A filter holds a value a tag can carry (README "Input"):
+		// valid UTF-8, no NUL, within the field's limit.
 		for _, fl := range []struct {
 			name string
+			max  int
 			dim  schemas.Dims
 			dst  *string
 		}{
-			{"origin", schemas.DimOrigin, &want.q.Origin},
-			{"brand_id", schemas.DimBrand, &want.q.BrandID},
-			{"category_id", schemas.DimCategory, &want.q.CategoryID},
+			{"origin", schemas.MaxOriginBytes, schemas.DimOrigin, &want.q.Origin},
+			{"brand_id", schemas.MaxBrandIDBytes, schemas.DimBrand, &want.q.BrandID},
+			{"category_id", schemas.MaxCategoryIDBytes, schemas.DimCategory, &want.q.CategoryID},
 		} {
 			switch vs := a.PeekMulti(fl.name); len(vs) {
 			case 0:
 			case 1:
-				if bytes.IndexByte(vs[0], 0) >= 0 {
+				if bytes.IndexByte(vs[0], 0) >= 0 || !utf8.Valid(vs[0]) || len(vs[0]) > fl.max {
 					ok = false
 				}
 				*fl.dst = string(vs[0])
@@ -291,6 +299,12 @@ func bodyCookies(body []byte) []string {
 	return out
 }
 
+// maxProfileAnswer bounds a /user_profiles answer (README "Input"): the
+// cookie at its limit in control characters, and 200 tags per action of
+// at most MaxTagJSONBytes each.
+const maxProfileAnswer = len(`{"cookie":"","views":[],"buys":[]}`) + 6*schemas.MaxCookieBytes +
+	2*profiles.Keep*(schemas.MaxTagJSONBytes+1)
+
 const validTagJSON = `{"time":"2022-03-22T12:15:00.123Z","cookie":"fuzz-cookie","country":"PL","device":"MOBILE","action":"BUY","origin":"o","product_info":{"product_id":"p1","brand_id":"b","category_id":"c","price":2599}}`
 
 // FuzzGatewayRequest sends arbitrary requests (the body with a
@@ -315,12 +329,16 @@ func FuzzGatewayRequest(f *testing.F) {
 		{"POST", "/user_tags", "", "", strings.Replace(validTagJSON, `"MOBILE"`, `"PHONE"`, 1), false},
 		{"POST", "/user_tags", "", "", strings.Replace(validTagJSON, `"fuzz-cookie"`, `"a\u0000b"`, 1), false},
 		{"POST", "/user_tags", "", "", validTagJSON[:40], false},
+		{"POST", "/user_tags", "", "", strings.Replace(validTagJSON, `"o"`, `"`+strings.Repeat("o", 6000)+`"`, 1), false},
+		{"POST", "/user_tags", "", "", strings.Replace(validTagJSON, `2022-03-22T12:15:00.123Z`, `9999-12-31T23:30:00.000-23:59`, 1), false},
+		{"POST", "/user_tags", "", "", strings.Replace(validTagJSON, `2022-03-22T12:15:00.123Z`, `9999-12-31T23:59:00Z`, 1), false},
 		{"PUT", "/user_tags", "", "", validTagJSON, false},
 		{"POST", "/user_profiles/fuzz-cookie", profileRange + "&limit=5", "", "", false},
 		{"POST", "/user_profiles/fuzz%2Dcookie", profileRange, "", `{"cookie":"fuzz-cookie","views":[],"buys":[]}`, false},
 		{"POST", "/user_profiles/a%00b", profileRange, "", "", false},
 		{"POST", "/aggregates", aggRange + "&action=BUY&aggregates=COUNT&aggregates=SUM_PRICE&origin=o", "", "", false},
 		{"POST", "/aggregates", aggRange + "&action=BUY&aggregates=COUNT&origin=o&brand_id=b", "", "", false},
+		{"POST", "/aggregates", aggRange + "&action=BUY&aggregates=COUNT&origin=%C3%28", "", "", false},
 		{"POST", "/aggregates", "time_range=2022-03-22T12:10:00_2022-03-22T12:21:00&action=BUY&aggregates=COUNT", "", "", false},
 		{"GET", "/health", "", "", "", false},
 		{"HEAD", "/health", "", "", "", false},
@@ -383,6 +401,9 @@ func FuzzGatewayRequest(f *testing.F) {
 		if status == 405 && len(resp.Header.Peek("Allow")) == 0 {
 			t.Fatalf("%s %q: 405 without Allow", method, target)
 		}
+		if status == 200 && strings.HasPrefix(target, userProfilesPrefix) && len(resp.Body()) > maxProfileAnswer {
+			t.Fatalf("%s %q: an answer of %d bytes, above the bound of %d", method, target, len(resp.Body()), maxProfileAnswer)
+		}
 
 		dA, dP := e.appends.Load()-appends, e.publishes.Load()-publishes
 		if status != 204 {
@@ -402,6 +423,9 @@ func FuzzGatewayRequest(f *testing.F) {
 		}
 		if dA != 1 || dP != 1 {
 			t.Fatalf("%s %q answered 204 after %d appends, %d publishes; want 1 and 1", method, target, dA, dP)
+		}
+		if schemas.CheckNotFuture(tag.TimeMs, time.Now().UnixMilli(), schemas.DefaultMaxFuture) != nil {
+			t.Fatalf("%s %q answered 204 to a tag beyond the horizon: %q", method, target, body)
 		}
 		want := schemas.AppendUserTagJSON(nil, &tag)
 		p := e.profile(t, tag.Cookie)

@@ -46,6 +46,10 @@ var (
 		Name: "allezon_backend_errors_total",
 		Help: "Failed calls of the gateway to its backends, by backend and operation.",
 	}, []string{"backend", "op"})
+	backendDataErrors = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "allezon_backend_data_errors_total",
+		Help: "Calls a backend refused for the request's data (answered 400, not counted as failures), by backend and operation.",
+	}, []string{"backend", "op"})
 	breakerState = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "allezon_breaker_state",
 		Help: "State of the circuit breaker of each backend: 0 closed, 1 half-open, 2 open.",
@@ -111,14 +115,16 @@ func observe(r route, status int, d time.Duration) {
 
 // backendOp is one kind of call to a backend, with its metrics resolved.
 type backendOp struct {
-	duration prometheus.Observer
-	errors   prometheus.Counter
+	duration   prometheus.Observer
+	errors     prometheus.Counter
+	dataErrors prometheus.Counter
 }
 
 func newBackendOp(backend, op string) backendOp {
 	return backendOp{
-		duration: backendDuration.WithLabelValues(backend, op),
-		errors:   backendErrors.WithLabelValues(backend, op),
+		duration:   backendDuration.WithLabelValues(backend, op),
+		errors:     backendErrors.WithLabelValues(backend, op),
+		dataErrors: backendDataErrors.WithLabelValues(backend, op),
 	}
 }
 
@@ -132,7 +138,11 @@ var (
 // done records one call that started at start and ended with err.
 func (o backendOp) done(start time.Time, err error) {
 	o.duration.Observe(time.Since(start).Seconds())
-	if err != nil {
+	switch {
+	case err == nil:
+	case isDataError(err):
+		o.dataErrors.Inc()
+	default:
 		o.errors.Inc()
 	}
 }

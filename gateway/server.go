@@ -71,8 +71,15 @@ type Config struct {
 	MaxHeaderBytes int
 	// MaxCookieBytes bounds a cookie: a tag with a longer one is a 400
 	// and is not stored; a /user_profiles path with a longer one is a
-	// 414 (no tag can be stored under it).
+	// 414 (no tag can be stored under it). schemas.MaxCookieBytes, the
+	// default, is also the ceiling: the bounds on answers and records
+	// rest on it, so a larger value is lowered to it.
 	MaxCookieBytes int
+	// MaxFuture is how far ahead of the gateway's clock a tag's time may
+	// lie (schemas.CheckNotFuture); beyond it the tag is a 400. 0, the
+	// zero Config's value, turns the check off; allezon's --max-future
+	// defaults to schemas.DefaultMaxFuture.
+	MaxFuture time.Duration
 	// MaxConns bounds the connections served at once (fasthttp's
 	// Concurrency; a keep-alive connection counts while it is open).
 	// fasthttp answers a connection beyond it with its own plain-text 503
@@ -118,9 +125,10 @@ func (c *Config) setDefaults() {
 	if c.MaxHeaderBytes <= 0 {
 		c.MaxHeaderBytes = 8 << 10
 	}
-	if c.MaxCookieBytes <= 0 {
-		c.MaxCookieBytes = 1024
+	if c.MaxCookieBytes <= 0 || c.MaxCookieBytes > schemas.MaxCookieBytes {
+		c.MaxCookieBytes = schemas.MaxCookieBytes
 	}
+	c.MaxFuture = max(c.MaxFuture, 0)
 	if c.MaxConns <= 0 {
 		c.MaxConns = 4096
 	}

@@ -45,12 +45,18 @@ func (s *Server) userProfiles(ctx *fasthttp.RequestCtx, rid string, rawCookie []
 	opProfileRead.done(start, err)
 	s.breakers.profiles.done(t, err)
 	if err != nil {
+		if isDataError(err) {
+			// Validation let through what the store refuses as data.
+			s.log.Warn("profile read refused by the store as data", "request_id", rid, "cookie", q.cookie, "err", err)
+			writeError(ctx, fasthttp.StatusBadRequest, "query refused by the profile store as invalid data")
+			return
+		}
 		s.log.Error("profile read failed", "request_id", rid, "cookie", q.cookie, "err", err)
 		writeUnavailable(ctx, err, "profile store unavailable, retry")
 		return
 	}
 	body := appendProfileJSON(make([]byte, 0, profileSize(q.cookie, p)), q.cookie, p)
-	debugCompare(s.log, endpointUserProfiles, rid, ctx.PostBody(), body)
+	debugCompare(s.log, endpointUserProfiles, rid, q.limit, ctx.PostBody(), body)
 	writeJSON(ctx, body)
 }
 

@@ -44,6 +44,12 @@ func (s *Server) userTags(ctx *fasthttp.RequestCtx, rid string) {
 		writeError(ctx, fasthttp.StatusBadRequest, "cookie: longer than "+strconv.Itoa(s.cfg.MaxCookieBytes)+" bytes")
 		return
 	}
+	// ctx.Time() is the clock fasthttp read as the request came in: the
+	// horizon costs no clock read of its own.
+	if err := schemas.CheckNotFuture(sc.tag.TimeMs, ctx.Time().UnixMilli(), s.cfg.MaxFuture); err != nil {
+		writeError(ctx, fasthttp.StatusBadRequest, err.Error()+": at most "+s.cfg.MaxFuture.String()+" ahead")
+		return
+	}
 	sc.json = schemas.AppendUserTagJSON(sc.json[:0], &sc.tag)
 	// The event log may keep the key and value after Publish returns (a
 	// time-out leaves them queued), so they get their own memory.
@@ -56,6 +62,13 @@ func (s *Server) userTags(ctx *fasthttp.RequestCtx, rid string) {
 		}
 	}
 	if err != nil {
+		if isDataError(err) {
+			// Validation let through what a store refuses as data: the
+			// client's input, not an outage (and not retryable).
+			s.log.Warn("user tag refused by a store as data", "request_id", rid, "cookie", sc.tag.Cookie, "err", err)
+			writeError(ctx, fasthttp.StatusBadRequest, "tag refused by the store as invalid data")
+			return
+		}
 		if !errors.Is(err, breaker.ErrOpen) { // refusals are counted, not logged one by one
 			s.log.Error("user tag not accepted", "request_id", rid, "cookie", sc.tag.Cookie, "err", err)
 		}

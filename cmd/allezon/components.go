@@ -89,6 +89,11 @@ func run(ctx context.Context, c *config, withGateway, withPipeline bool) error {
 	if err := c.applyPasswordFile(); err != nil {
 		return err
 	}
+	if withGateway {
+		if err := c.checkLimits(); err != nil {
+			return err
+		}
+	}
 	log, err := c.logger()
 	if err != nil {
 		return err
@@ -219,7 +224,7 @@ func serveHTTP(ctx context.Context, c *config, log *slog.Logger, b gateway.Backe
 		BackendTimeout: c.BackendTimeout,
 		ReadTimeout:    c.ReadTimeout, WriteTimeout: c.WriteTimeout, IdleTimeout: c.IdleTimeout,
 		MaxTagBytes: c.MaxTagBytes, MaxQueryBytes: c.MaxQueryBytes,
-		MaxHeaderBytes: c.MaxHeaderBytes, MaxCookieBytes: c.MaxCookieBytes,
+		MaxHeaderBytes: c.MaxHeaderBytes, MaxCookieBytes: c.MaxCookieBytes, MaxFuture: c.MaxFuture,
 		MaxConns: c.MaxConns, MaxConnsPerIP: c.MaxConnsPerIP,
 		BreakerFailures: c.BreakerFailures, BreakerCooldown: c.BreakerCooldown,
 		Logger: log,

@@ -7,8 +7,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
+
+	"github.com/allezon/allezon/schemas"
 )
 
 // config is every setting of every component; each subcommand registers
@@ -36,6 +39,7 @@ type config struct {
 	MaxQueryBytes   int
 	MaxHeaderBytes  int
 	MaxCookieBytes  int
+	MaxFuture       time.Duration
 	MaxConns        int
 	MaxConnsPerIP   int
 	ReadTimeout     time.Duration
@@ -79,7 +83,8 @@ func (c *config) gatewayFlags(fs *flagSet) {
 	fs.Int(&c.MaxTagBytes, "max-tag-body", "ALLEZON_MAX_TAG_BODY", 64<<10, "largest POST /user_tags body (400 above, as SPEC says)")
 	fs.Int(&c.MaxQueryBytes, "max-query-body", "ALLEZON_MAX_QUERY_BODY", 4<<20, "largest query body (the expected answer in debug mode; 413 above)")
 	fs.Int(&c.MaxHeaderBytes, "max-header-bytes", "ALLEZON_MAX_HEADER_BYTES", 8<<10, "largest request line plus headers, a buffer per connection (431 above)")
-	fs.Int(&c.MaxCookieBytes, "max-cookie-bytes", "ALLEZON_MAX_COOKIE_BYTES", 1024, "longest cookie: a tag's (400 above) or a /user_profiles path's (414 above)")
+	fs.Int(&c.MaxCookieBytes, "max-cookie-bytes", "ALLEZON_MAX_COOKIE_BYTES", schemas.MaxCookieBytes, "longest cookie: a tag's (400 above) or a /user_profiles path's (414 above); at most "+strconv.Itoa(schemas.MaxCookieBytes))
+	fs.Duration(&c.MaxFuture, "max-future", "ALLEZON_MAX_FUTURE", schemas.DefaultMaxFuture, "how far ahead of the gateway's clock a tag's time may lie (400 beyond; 0: no check)")
 	fs.Int(&c.MaxConns, "max-conns", "ALLEZON_MAX_CONNS", 4096, "connections served at once; fasthttp answers one more with 503 and closes it")
 	fs.Int(&c.MaxConnsPerIP, "max-conns-per-ip", "ALLEZON_MAX_CONNS_PER_IP", 0, "connections of one IPv4 address, 429 beyond (0: no limit; keep 0 behind the Swarm routing mesh)")
 	fs.Duration(&c.ReadTimeout, "read-timeout", "ALLEZON_READ_TIMEOUT", 10*time.Second, "time to read a request, headers and body (408 after)")
@@ -140,6 +145,17 @@ func (c *config) pipelineFlags(fs *flagSet) {
 	fs.Duration(&c.FlushInterval, "flush-interval", "ALLEZON_FLUSH_INTERVAL", time.Second, "how often workers commit aggregates")
 	fs.Duration(&c.Retention, "retention", "ALLEZON_RETENTION", 24*time.Hour, "aggregates kept behind the newest event time")
 	fs.Duration(&c.SessionTimeout, "session-timeout", "ALLEZON_SESSION_TIMEOUT", 0, "consumer group session timeout (0: 1s on the embedded broker, 10s on Kafka)")
+}
+
+// checkLimits refuses input limits the gateway cannot honour.
+func (c *config) checkLimits() error {
+	if c.MaxCookieBytes < 1 || c.MaxCookieBytes > schemas.MaxCookieBytes {
+		return fmt.Errorf("max-cookie-bytes %d: want 1 to %d, the tag schema's limit (README \"Input\")", c.MaxCookieBytes, schemas.MaxCookieBytes)
+	}
+	if c.MaxFuture < 0 {
+		return fmt.Errorf("max-future %v: want 0 (off) or more", c.MaxFuture)
+	}
+	return nil
 }
 
 // resolve fills the defaults that depend on other settings.

@@ -38,8 +38,12 @@ const (
 // map's key order is exactly the id order: index 0 is the newest tag.
 //
 // Append is one atomic Operate: put the entry, then remove every entry from
-// index Keep on. The record thus never holds more than Keep tags per action
-// (about 2 x 200 x 250 B = 100 KB, well under the 1 MiB record limit).
+// index Keep on. The record thus never holds more than Keep tags per action:
+// about 2 x 200 x 250 B = 100 KB for the replay's tags, at most
+// 2 x 200 x (schemas.MaxTagJSONBytes + ~25 B of map entry) = 2.1 MB for
+// tags at every field limit, a quarter of Aerospike 8's 8 MiB record limit
+// (README "Input"). A write the server refuses as data (RECORD_TOO_BIG,
+// PARAMETER_ERROR) wraps ErrData.
 // Both operations are idempotent (same key, same value; the cut only ever
 // removes the oldest), so the client may retry a write that timed out.
 //
@@ -155,6 +159,9 @@ func (s *aerospikeStore) operate(ctx context.Context, tmpl *as.WritePolicy, key 
 		rec, err := s.client.Operate(&p, key, ops...)
 		if err == nil {
 			return rec, nil
+		}
+		if err.Matches(types.PARAMETER_ERROR, types.RECORD_TOO_BIG) {
+			return nil, fmt.Errorf("%w: %w", ErrData, err)
 		}
 		if !err.Matches(types.KEY_BUSY) || time.Until(deadline) <= keyBusyBackoff {
 			return nil, err

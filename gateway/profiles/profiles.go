@@ -18,6 +18,7 @@ package profiles
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -29,6 +30,12 @@ import (
 // Keep is how many tags per cookie and action must be kept (SPEC: the 200
 // most recent).
 const Keep = 200
+
+// ErrData is wrapped by Append's and Read's errors when the store refused
+// the request's data itself (Aerospike: a parameter error, a record over
+// its size limit): a retry fails the same way, so it is the client's
+// input, not an outage, and must not count against the store's health.
+var ErrData = errors.New("profiles: the store refused the data")
 
 // Store is a profile store. Implementations are safe for concurrent use.
 type Store interface {
