@@ -26,7 +26,10 @@ import (
 // or watches commits, it wraps the real store (faultySink) and delegates to
 // it: every count checked comes out of Pebble.
 
-const testTopic = "events"
+const (
+	testTopic = "events"
+	testDLQ   = testTopic + "-dlq"
+)
 
 // Dimension values of the generated tags: few, so every filter combination
 // of a query matches many tags.
@@ -90,7 +93,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, opts ...kfake.Opt) *fixture {
 	t.Helper()
-	opts = append([]kfake.Opt{kfake.SeedTopics(2, testTopic), kfake.GroupMinSessionTimeout(100 * time.Millisecond)}, opts...)
+	opts = append([]kfake.Opt{kfake.SeedTopics(2, testTopic), kfake.SeedTopics(1, testDLQ), kfake.GroupMinSessionTimeout(100 * time.Millisecond)}, opts...)
 	cluster, err := kfake.NewCluster(opts...)
 	if err != nil {
 		t.Fatalf("start kfake: %v", err)
