@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Dead-letter reasons: the values of the allezon-dlq-reason header and of
@@ -117,13 +118,12 @@ func (w *worker) part(p int32) *partitionState {
 func (w *worker) owning(parts []int32) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	now := float64(time.Now().UnixNano()) / 1e9
 	keep := make(map[int32]bool, len(parts))
 	for _, p := range parts {
 		keep[p] = true
 		if s := w.part(p); !s.owned {
 			s.owned = true
-			lastFlush.WithLabelValues(w.cfg.Topic, partLabel(p)).Set(now)
+			setNow(lastFlush.WithLabelValues(w.cfg.Topic, partLabel(p)))
 		}
 	}
 	for p, s := range w.parts {
@@ -135,9 +135,8 @@ func (w *worker) owning(parts []int32) {
 	}
 }
 
-// flushed records a successful flush of p up to next (committed, or
-// nothing to commit): the dead letters below next are settled, and an
-// isolation that next reached is over.
+// flushed records a successful commit of p up to next: the dead letters
+// below next are settled, and an isolation that next reached is over.
 func (w *worker) flushed(p int32, next int64) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -151,8 +150,16 @@ func (w *worker) flushed(p int32, next int64) {
 	if s.iso.until != 0 && next >= s.iso.until {
 		s.iso = isolation{}
 	}
-	lastFlush.WithLabelValues(w.cfg.Topic, partLabel(p)).Set(float64(time.Now().UnixNano()) / 1e9)
+	setNow(lastFlush.WithLabelValues(w.cfg.Topic, partLabel(p)))
 }
+
+// upToDate records that p's claim has committed everything up to the high
+// watermark.
+func (w *worker) upToDate(p int32) {
+	setNow(lastFlush.WithLabelValues(w.cfg.Topic, partLabel(p)))
+}
+
+func setNow(g prometheus.Gauge) { g.Set(float64(time.Now().UnixNano()) / 1e9) }
 
 // isolate makes p's next claims commit event by event below until.
 func (w *worker) isolate(p int32, until int64) {

@@ -52,7 +52,7 @@ var (
 	}, []string{"topic", "partition"})
 	lastFlush = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "allezon_pipeline_last_flush_timestamp_seconds",
-		Help: "Unix time of the partition's last successful flush (a commit, or nothing to commit), or of when this worker took it; a stuck partition's value stops moving.",
+		Help: "Unix time the partition last made progress: its last successful commit, the last flush tick that found it caught up, or when this worker took it. A stuck partition's value stops moving.",
 	}, []string{"topic", "partition"})
 	deadLetters = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "allezon_pipeline_dead_letters_total",

@@ -657,6 +657,9 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 			ok := c.flush()
 			if hw := claim.HighWaterMarkOffset(); hw > 0 {
 				consumerLag.WithLabelValues(c.topic, c.label).Set(float64(max(hw-c.flushed, 0)))
+				if ok && hw <= c.flushed {
+					c.h.w.upToDate(c.part) // an idle partition is not a stuck one
+				}
 			}
 			if !ok {
 				return nil
@@ -751,7 +754,6 @@ func (c *claimState) flush() bool {
 		c.consumed = 0
 	}
 	if c.next == c.flushed {
-		c.h.w.flushed(c.part, c.prev) // nothing to commit: up to date
 		return true
 	}
 	offsets := []aggregates.PartitionOffset{{Topic: c.topic, Partition: c.part, Prev: c.prev, Next: c.next}}

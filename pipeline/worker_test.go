@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/allezon/allezon/broker/brokertest"
 	"github.com/allezon/allezon/pipeline/aggregates"
 	"github.com/allezon/allezon/schemas"
 )
@@ -721,6 +722,9 @@ func TestRunSkipsUndecodableEvents(t *testing.T) {
 	f.checkExact(0)
 	if got := counterValue(decodeErrors) - before; got != 20 {
 		t.Errorf("decode errors metric rose by %v, want 20", got)
+	}
+	if n := len(brokertest.ReadAll(t, f.addrs, testDLQ)); n != 20 {
+		t.Errorf("%d events in the dead-letter topic, want the 20 garbage ones", n)
 	}
 }
 
