@@ -786,6 +786,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{"no topic", func(c *Config) { c.Topic = "" }},
 		{"negative flush interval", func(c *Config) { c.FlushInterval = -time.Second }},
 		{"heartbeat not below session", func(c *Config) { c.SessionTimeout, c.HeartbeatInterval = time.Second, time.Second }},
+		{"dead letters into the events topic", func(c *Config) { c.DeadLetterTopic = c.Topic }},
 	}
 	store := newFaultySink(nil)
 	for _, tc := range tests {
@@ -808,7 +809,8 @@ func TestRunRejectsBadConfig(t *testing.T) {
 			t.Fatalf("defaults do not validate: %v", err)
 		}
 		if c.Group != defaultGroup || c.FlushInterval != time.Second || c.Retention != 24*time.Hour ||
-			c.SessionTimeout != 10*time.Second || c.HeartbeatInterval != 3*time.Second || c.Logger == nil {
+			c.SessionTimeout != 10*time.Second || c.HeartbeatInterval != 3*time.Second || c.Logger == nil ||
+			c.DeadLetterTopic != "t-dlq" || c.MaxFuture != schemas.DefaultMaxFuture {
 			t.Errorf("defaults: %+v", c)
 		}
 	})
