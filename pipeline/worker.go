@@ -234,6 +234,7 @@ type worker struct {
 	// accumulators of later sessions start at that size.
 	cellsHint atomic.Int64
 
+	// mu guards parts, which the claims of several partitions update.
 	mu    sync.Mutex
 	parts map[int32]*partitionState
 }
