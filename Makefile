@@ -132,8 +132,10 @@ deploy-check:
 	  ALLEZON_REGISTRY=registry.example:5000 ALLEZON_VERSION=check docker stack config -c $$f >/dev/null || exit 1; \
 	done
 	promtool check config services/prometheus/prometheus.yml
+	promtool check rules services/prometheus/alerts.yml
+	cd services/prometheus && promtool test rules alerts_test.yml
 	shellcheck stack/*.sh services/kafka/*.sh services/patroni/*.sh
-	@echo "deploy-check: stack files, Prometheus config and scripts OK"
+	@echo "deploy-check: stack files, Prometheus config and alert rules, scripts OK"
 
 # A real Patroni cluster on loopback (services/patroni/patronitest): etcd,
 # two Patroni nodes (PostgreSQL 15) and HAProxy from Debian's packages; the

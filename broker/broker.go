@@ -67,6 +67,10 @@ type Config struct {
 	// Partitions of a newly created Topic, default 2. An existing topic
 	// keeps its partition count.
 	Partitions int32
+	// DeadLetterTopic is the pipeline's dead-letter topic, created with one
+	// partition next to Topic. Default Topic + "-dlq" (the pipeline's
+	// default). It has the events' retention.
+	DeadLetterTopic string
 	// Retention is the topic's retention.ms, default 24h: batches whose
 	// newest timestamp is older are dropped, a segment at a time.
 	Retention time.Duration
@@ -83,6 +87,9 @@ func (c *Config) withDefaults() {
 	}
 	if c.Topic == "" {
 		c.Topic = DefaultTopic
+	}
+	if c.DeadLetterTopic == "" {
+		c.DeadLetterTopic = c.Topic + "-dlq"
 	}
 	if c.Partitions <= 0 {
 		c.Partitions = DefaultPartitions
@@ -165,10 +172,12 @@ func Start(cfg Config) (*Broker, error) {
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
-	if err := b.ensureTopic(cfg.Topic, cfg.Partitions); err != nil {
-		cluster.Close()
-		unlock()
-		return nil, err
+	for topic, parts := range map[string]int32{cfg.Topic: cfg.Partitions, cfg.DeadLetterTopic: 1} {
+		if err := b.ensureTopic(topic, parts); err != nil {
+			cluster.Close()
+			unlock()
+			return nil, err
+		}
 	}
 	// A reload restores the log but not kfake's retention timer (NOTES.md),
 	// and kfake only runs it for topic-level retention configs anyway.
@@ -176,7 +185,7 @@ func Start(cfg Config) (*Broker, error) {
 	go b.retentionLoop(retentionInterval(cfg.Retention))
 
 	b.log.Info("embedded broker started", "addrs", b.Addrs(), "topic", cfg.Topic,
-		"dir", cfg.Dir, "retention", cfg.Retention, "sync_writes", cfg.SyncWrites)
+		"dead_letter_topic", cfg.DeadLetterTopic, "dir", cfg.Dir, "retention", cfg.Retention, "sync_writes", cfg.SyncWrites)
 	return b, nil
 }
 

@@ -96,6 +96,7 @@ func TestRestartKeepsLogAndAddress(t *testing.T) {
 		b.Close()
 		t.Fatalf("read %d messages before restart, want %d", len(before), len(first))
 	}
+	produce(t, addrs, messages(testTopic+"-dlq", 0, 3))
 	hwm := map[int32]int64{}
 	for _, m := range first {
 		hwm[m.Partition] = max(hwm[m.Partition], m.Offset+1)
@@ -114,6 +115,13 @@ func TestRestartKeepsLogAndAddress(t *testing.T) {
 	}
 	if n := numPartitions(t, addrs, testTopic); n != broker.DefaultPartitions {
 		t.Fatalf("topic has %d partitions after restart, want %d", n, broker.DefaultPartitions)
+	}
+	// The dead-letter topic is there too, with what it held.
+	if n := numPartitions(t, addrs, testTopic+"-dlq"); n != 1 {
+		t.Fatalf("dead-letter topic has %d partitions after restart, want 1", n)
+	}
+	if dl := brokertest.ReadAll(t, addrs, testTopic+"-dlq"); len(dl) != 3 {
+		t.Fatalf("dead-letter topic holds %d messages after restart, want 3", len(dl))
 	}
 	after := brokertest.ReadAll(t, addrs, testTopic)
 	if fmt.Sprint(after) != fmt.Sprint(before) {

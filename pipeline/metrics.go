@@ -10,6 +10,10 @@ import (
 const (
 	reasonFenced = "fenced" // another writer moved the partition's offset: this worker is a zombie
 	reasonStore  = "store"  // the store failed or timed out: the commit may or may not have applied
+	// reasonData: the store refused the sums of several events as data; they are re-read one at a time (isolation).
+	reasonData = "data"
+	// reasonDeadLetter: the dead-letter topic did not acknowledge; nothing was committed.
+	reasonDeadLetter = "dead_letter"
 )
 
 // The pipeline's metrics live on the default registry, which the binary
@@ -30,7 +34,7 @@ var (
 	})
 	commitErrors = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "allezon_pipeline_commit_errors_total",
-		Help: "Failed commits by reason (fenced: the stored offset moved; store: the store failed). The deltas are dropped and re-read.",
+		Help: "Failed commits by reason (fenced: the stored offset moved; store: the store failed; data: the store refused several events' sums as data; dead_letter: the dead-letter topic did not acknowledge). The deltas are dropped and re-read.",
 	}, []string{"reason"})
 	flushDuration = promauto.NewHistogram(prometheus.HistogramOpts{
 		Name:    "allezon_pipeline_flush_duration_seconds",
@@ -44,8 +48,20 @@ var (
 	})
 	consumerLag = promauto.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "allezon_pipeline_consumer_lag",
-		Help: "Events in the partition not yet consumed by this worker (high watermark - next offset), at the last flush tick.",
+		Help: "Events of the partition not yet committed to the aggregates (high watermark - stored offset), for every partition this worker owns or last owned; it stays while the partition is stuck.",
 	}, []string{"topic", "partition"})
+	lastFlush = promauto.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "allezon_pipeline_last_flush_timestamp_seconds",
+		Help: "Unix time the partition last made progress: its last successful commit, the last flush tick that found it caught up, or when this worker took it. A stuck partition's value stops moving.",
+	}, []string{"topic", "partition"})
+	deadLetters = promauto.NewCounterVec(prometheus.CounterOpts{
+		Name: "allezon_pipeline_dead_letters_total",
+		Help: "Events moved to the dead-letter topic instead of being counted, by reason (decode, future, refused).",
+	}, []string{"reason"})
+	eventsLost = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "allezon_pipeline_events_lost_total",
+		Help: "Events deleted by the broker before the pipeline counted them (a partition resumed behind Kafka's oldest offset).",
+	})
 	rebalances = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "allezon_pipeline_rebalances_total",
 		Help: "Consumer group sessions set up (each join or rejoin after a rebalance or an error).",
@@ -67,8 +83,11 @@ var (
 func init() {
 	// Every error series exists from the start at 0, so dashboards and
 	// alerts see "no errors" rather than "no data".
-	for _, r := range []string{reasonFenced, reasonStore} {
+	for _, r := range []string{reasonFenced, reasonStore, reasonData, reasonDeadLetter} {
 		commitErrors.WithLabelValues(r)
+	}
+	for _, r := range []string{reasonDecode, reasonFuture, reasonRefused} {
+		deadLetters.WithLabelValues(r)
 	}
 	for _, op := range []string{"offsets", "drop"} {
 		sinkErrors.WithLabelValues(op)

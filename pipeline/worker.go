@@ -11,6 +11,14 @@
 // its partition is fenced by the compare-and-set and cannot count twice.
 // Kafka's own committed offsets are only kept up to date for operators'
 // lag tools; the worker never reads them.
+//
+// A poison event never stalls a partition: an event that does not decode,
+// whose time lies more than MaxFuture after its record's timestamp, or
+// whose sums the store refuses as data (see isolation) is written to the
+// dead-letter topic, and its offset is committed only once the broker
+// acknowledged that write. The dead-letter topic is at least once: a crash
+// between the acknowledgement and the commit writes the dead letter again
+// when the event is re-read; it is never lost.
 package pipeline
 
 import (
@@ -52,6 +60,15 @@ type Config struct {
 	Brokers []string
 	Topic   string
 	Group   string // default "allezon-pipeline"
+	// DeadLetterTopic receives the events that cannot be counted (package
+	// comment). It must exist; while it cannot be written to, the
+	// partition waits as in an outage. Default Topic + "-dlq".
+	DeadLetterTopic string
+	// MaxFuture is how far a tag's time may lie after its record's
+	// timestamp before the event is a dead letter (the gateway's horizon,
+	// measured on a clock every re-read agrees on). Default
+	// schemas.DefaultMaxFuture; negative: no limit.
+	MaxFuture time.Duration
 
 	// FlushInterval is how often each partition commits its sums: the
 	// bound on how stale /aggregates is, and on how much a crash re-reads.
@@ -111,6 +128,10 @@ const (
 
 func (c Config) withDefaults() Config {
 	c.Group = cmp.Or(c.Group, defaultGroup)
+	if c.Topic != "" {
+		c.DeadLetterTopic = cmp.Or(c.DeadLetterTopic, c.Topic+"-dlq")
+	}
+	c.MaxFuture = cmp.Or(c.MaxFuture, schemas.DefaultMaxFuture)
 	c.FlushInterval = cmp.Or(c.FlushInterval, defaultFlushInterval)
 	c.Retention = cmp.Or(c.Retention, defaultRetention)
 	c.DropInterval = cmp.Or(c.DropInterval, defaultDropInterval)
@@ -130,6 +151,8 @@ func (c Config) validate() error {
 		return errors.New("pipeline: no Kafka brokers configured")
 	case c.Topic == "":
 		return errors.New("pipeline: no events topic configured")
+	case c.DeadLetterTopic == c.Topic:
+		return fmt.Errorf("pipeline: the dead-letter topic must not be the events topic %q", c.Topic)
 	case c.FlushInterval < 0, c.Retention < 0, c.DropInterval < 0, c.RetentionQuorum < 0, c.SessionTimeout < 0, c.HeartbeatInterval < 0:
 		return errors.New("pipeline: negative duration in config")
 	case c.HeartbeatInterval >= c.SessionTimeout:
@@ -152,6 +175,10 @@ func (c Config) sarama() *sarama.Config {
 	sc.Consumer.Group.ResetInvalidOffsets = false
 	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	sc.Consumer.Return.Errors = true
+	// The dead-letter producer: a write counts once every in-sync replica
+	// has it, before the commit that moves past its event.
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Producer.Return.Successes = true
 	// Fail fast on a dead broker (the default is 30 s): Run backs off and
 	// reconnects on its own, and shutdown is not held up.
 	sc.Net.DialTimeout = 5 * time.Second
@@ -175,6 +202,7 @@ func Run(ctx context.Context, cfg Config, sink Sink) error {
 		sink:  sink,
 		log:   cfg.Logger.With("component", "pipeline", "topic", cfg.Topic, "group", cfg.Group),
 		clock: newEventClock(cfg.RetentionQuorum),
+		parts: map[int32]*partitionState{},
 	}
 
 	var wg sync.WaitGroup
@@ -205,6 +233,10 @@ type worker struct {
 	// cellsHint is the largest number of cells one flush has held, so the
 	// accumulators of later sessions start at that size.
 	cellsHint atomic.Int64
+
+	// mu guards parts, which the claims of several partitions update.
+	mu    sync.Mutex
+	parts map[int32]*partitionState
 }
 
 // runGroup connects to Kafka and runs consumer group sessions until ctx
@@ -215,6 +247,11 @@ func (w *worker) runGroup(ctx context.Context, bo *backoff) error {
 		return fmt.Errorf("connect to kafka %v: %w", w.cfg.Brokers, err)
 	}
 	defer client.Close()
+	dlq, err := sarama.NewSyncProducerFromClient(client)
+	if err != nil {
+		return fmt.Errorf("create dead-letter producer: %w", err)
+	}
+	defer dlq.Close()
 	group, err := sarama.NewConsumerGroupFromClient(w.cfg.Group, client)
 	if err != nil {
 		return fmt.Errorf("create consumer group %q: %w", w.cfg.Group, err)
@@ -239,7 +276,7 @@ func (w *worker) runGroup(ctx context.Context, bo *backoff) error {
 		errsDone.Wait()
 	}()
 
-	h := &handler{w: w, client: client, drain: newDrain()}
+	h := &handler{w: w, client: client, dlq: dlq, drain: newDrain()}
 	// The sessions run on their own context, which ends only once the
 	// claims drained after ctx ended (or the drain timed out).
 	consumeCtx, stopConsuming := context.WithCancel(context.WithoutCancel(ctx))
@@ -405,6 +442,7 @@ func (w *worker) retain(ctx context.Context) {
 type handler struct {
 	w      *worker
 	client sarama.Client
+	dlq    deadLetterSender
 
 	// failed is set when a commit failed in the current session.
 	failed atomic.Bool
@@ -436,8 +474,9 @@ func (h *handler) Setup(sess sarama.ConsumerGroupSession) error {
 	parts := sess.Claims()[topic]
 	log := h.w.log.With("member", sess.MemberID(), "generation", sess.GenerationID())
 	log.Info("session setup", "partitions", parts)
+	h.w.owning(parts)
 
-	stored, err := h.storedOffsets(sess.Context(), log)
+	stored, err := h.storedOffsets(sess.Context(), parts, log)
 	if err != nil {
 		return err
 	}
@@ -461,8 +500,8 @@ func (h *handler) Setup(sess sarama.ConsumerGroupSession) error {
 }
 
 // storedOffsets asks the sink for the topic's offsets until it answers or
-// ctx (the session) ends.
-func (h *handler) storedOffsets(ctx context.Context, log *slog.Logger) (map[int32]int64, error) {
+// ctx (the session) ends. Meanwhile it keeps the lag of parts up to date.
+func (h *handler) storedOffsets(ctx context.Context, parts []int32, log *slog.Logger) (map[int32]int64, error) {
 	var bo backoff
 	for {
 		octx, cancel := context.WithTimeout(ctx, storeTimeout)
@@ -475,6 +514,7 @@ func (h *handler) storedOffsets(ctx context.Context, log *slog.Logger) (map[int3
 			return nil, fmt.Errorf("read stored offsets: %w (session ended: %w)", err, context.Cause(ctx))
 		}
 		sinkErrors.WithLabelValues("offsets").Inc()
+		h.refreshLag(parts)
 		d := bo.next()
 		log.Warn("cannot read stored offsets, retrying", "retry_in", d, "err", err)
 		if !sleep(ctx, d) {
@@ -483,36 +523,55 @@ func (h *handler) storedOffsets(ctx context.Context, log *slog.Logger) (map[int3
 	}
 }
 
+// refreshLag sets the lag of parts from the last stored offsets the worker
+// knows, so it keeps growing while the store cannot be read.
+func (h *handler) refreshLag(parts []int32) {
+	for _, p := range parts {
+		stored, ok := h.w.knownStored(p)
+		if !ok {
+			continue
+		}
+		if hw, err := h.client.GetOffset(h.w.cfg.Topic, p, sarama.OffsetNewest); err == nil {
+			consumerLag.WithLabelValues(h.w.cfg.Topic, partLabel(p)).Set(float64(max(hw-stored, 0)))
+		}
+	}
+}
+
 // start decides where partition p resumes: at its stored offset, or at
 // Kafka's oldest when none is stored. A stored offset outside the range
 // Kafka still holds means events were lost outside the pipeline (retention
 // deleted unread events, or the log was truncated or recreated); the claim
-// then starts at the nearest end of the range, and the loss is logged.
+// then starts at the nearest end of the range, and the loss is logged and,
+// for deleted events, counted once (allezon_pipeline_events_lost_total).
 func (h *handler) start(topic string, p int32, stored map[int32]int64, log *slog.Logger) (partitionStart, error) {
 	oldest, err := h.client.GetOffset(topic, p, sarama.OffsetOldest)
 	if err != nil {
 		return partitionStart{}, fmt.Errorf("oldest offset of %s/%d: %w", topic, p, err)
 	}
-	off, ok := stored[p]
-	if !ok {
-		log.Info("partition has no stored offset, starting at the oldest", "partition", p, "offset", oldest)
-		return partitionStart{stored: -1, next: oldest}, nil
-	}
 	newest, err := h.client.GetOffset(topic, p, sarama.OffsetNewest)
 	if err != nil {
 		return partitionStart{}, fmt.Errorf("newest offset of %s/%d: %w", topic, p, err)
 	}
+	off, ok := stored[p]
+	if !ok {
+		log.Info("partition has no stored offset, starting at the oldest", "partition", p, "offset", oldest)
+		consumerLag.WithLabelValues(topic, partLabel(p)).Set(float64(max(newest-oldest, 0)))
+		return partitionStart{stored: -1, next: oldest}, nil
+	}
 	next := off
 	switch {
 	case off < oldest:
+		lost := h.w.lost(p, off, oldest)
+		eventsLost.Add(float64(lost))
 		log.Error("stored offset is older than Kafka's oldest: the events in between were deleted unread and are not counted",
-			"partition", p, "stored", off, "oldest", oldest)
+			"partition", p, "stored", off, "oldest", oldest, "events_lost", oldest-off, "newly_reported", lost)
 		next = oldest
 	case off > newest:
 		log.Error("stored offset is past Kafka's high watermark: the log was truncated or recreated; resuming at its end",
 			"partition", p, "stored", off, "high_watermark", newest)
 		next = newest
 	}
+	consumerLag.WithLabelValues(topic, partLabel(p)).Set(float64(max(newest-next, 0)))
 	return partitionStart{stored: off, next: next}, nil
 }
 
@@ -550,10 +609,13 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 		next:    st.next,
 		sums:    newCellSums(int(h.w.cellsHint.Load())),
 		log:     h.w.log.With("partition", p, "member", sess.MemberID(), "generation", sess.GenerationID()),
+		iso:     h.w.isolationFrom(p, st.next),
 	}
 	c.log.Debug("claim started", "offset", st.next, "stored", st.stored)
-	// The partition may move to another worker: stop reporting its lag.
-	defer consumerLag.DeleteLabelValues(c.topic, c.label)
+	if c.iso.active(st.next) {
+		c.log.Warn("re-reading the events of a commit the store refused as data, committing them one at a time",
+			"from", st.next, "until", c.iso.until)
+	}
 
 	release := h.drain.claimStarted()
 	defer release()
@@ -580,14 +642,27 @@ func (h *handler) ConsumeClaim(sess sarama.ConsumerGroupSession, claim sarama.Co
 				return nil
 			}
 			c.consume(msg, &tag)
+			// While isolating, every event is its own commit; a pile of
+			// dead letters is flushed before it grows.
+			if c.iso.active(c.flushed) || len(c.dead) >= maxPendingDeadLetters {
+				if !c.flush() {
+					return nil
+				}
+			}
 			stopIfDrained()
 		case <-stopping:
 			stopping = nil
 			drainTo = c.drainTarget()
 			stopIfDrained()
 		case <-tick.C:
-			consumerLag.WithLabelValues(c.topic, c.label).Set(float64(max(claim.HighWaterMarkOffset()-c.next, 0)))
-			if !c.flush() {
+			ok := c.flush()
+			if hw := claim.HighWaterMarkOffset(); hw > 0 {
+				consumerLag.WithLabelValues(c.topic, c.label).Set(float64(max(hw-c.flushed, 0)))
+				if ok && hw <= c.flushed {
+					c.h.w.upToDate(c.part) // an idle partition is not a stuck one
+				}
+			}
+			if !ok {
 				return nil
 			}
 		case <-done:
@@ -631,15 +706,20 @@ type claimState struct {
 
 	sums     *cellSums
 	consumed int64 // events since the last flush, for the metric
-
-	// badEvents counts undecodable events since the last flush; the first
-	// of them is logged in full, the rest summed up at the flush.
-	badEvents int
+	// summed counts the events in sums; summedMsg is the last of them,
+	// the one a refused commit of a single event names.
+	summed    int
+	summedMsg *sarama.ConsumerMessage
+	// dead are the dead letters to write before the next commit.
+	dead []deadLetter
+	// iso, while active, makes every event its own commit.
+	iso isolation
 
 	log *slog.Logger
 }
 
-// consume adds one event to the sums and advances the offset past it.
+// consume adds one event to the sums, or to the dead letters when it can
+// never be counted, and advances the offset past it.
 func (c *claimState) consume(msg *sarama.ConsumerMessage, tag *schemas.UserTag) {
 	if msg.Offset < c.next {
 		return // already counted: sarama may hand back the start of a batch
@@ -647,56 +727,49 @@ func (c *claimState) consume(msg *sarama.ConsumerMessage, tag *schemas.UserTag) 
 	c.next = msg.Offset + 1
 	c.consumed++
 	if err := schemas.DecodeEventValue(msg.Value, tag); err != nil {
-		// It can never be counted, and must not block the partition: skip
-		// it (its offset is committed with the next flush).
 		decodeErrors.Inc()
-		if c.badEvents == 0 {
-			c.log.Error("undecodable event skipped", "offset", msg.Offset, "err", err)
-		}
-		c.badEvents++
+		c.deadLetter(msg, reasonDecode, err)
 		return
 	}
+	// The record's timestamp, not the wall clock: every re-read of the
+	// event must decide alike.
+	if ts := msg.Timestamp.UnixMilli(); ts > 0 {
+		if err := schemas.CheckNotFuture(tag.TimeMs, ts, c.h.w.cfg.MaxFuture); err != nil {
+			c.deadLetter(msg, reasonFuture, err)
+			return
+		}
+	}
 	c.sums.add(tag)
+	c.summed++
+	c.summedMsg = msg
 }
 
-// flush commits the sums and the next offset if anything was consumed since
-// the last flush. It reports false when the commit failed: the sums are
-// dropped and the claim must end, so its events are re-read from the
-// offsets in the sink.
+// flush writes the pending dead letters, then commits the sums and the
+// next offset if anything was consumed since the last flush. It reports
+// false when either failed: the sums are dropped and the claim must end,
+// so its events are re-read from the offsets in the sink. A commit of
+// several events that the store refuses as data starts an isolation.
 func (c *claimState) flush() bool {
 	if c.consumed > 0 {
 		eventsConsumed.Add(float64(c.consumed))
 		c.consumed = 0
 	}
-	if c.badEvents > 1 {
-		c.log.Error("more undecodable events skipped", "count", c.badEvents-1)
-	}
-	c.badEvents = 0
 	if c.next == c.flushed {
 		return true
 	}
 	offsets := []aggregates.PartitionOffset{{Topic: c.topic, Partition: c.part, Prev: c.prev, Next: c.next}}
 	cells := c.sums.cells()
-	// The claim's context may be cancelled already (shutdown, rebalance);
-	// the final commit must still run, bounded by its own timeout.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.sess.Context()), storeTimeout)
-	start := time.Now()
-	err := c.h.w.sink.Commit(ctx, c.sums.deltas(), offsets)
-	cancel()
-	flushDuration.Observe(time.Since(start).Seconds())
+	err := c.sendDeadLetters()
 	if err == nil {
-		c.h.w.clock.add(c.sums.deltas())
+		err = c.commit(c.sums.deltas(), offsets)
+		if errors.Is(err, aggregates.ErrData) && c.summed == 1 {
+			err = c.refuse(c.summedMsg, err, offsets)
+		}
 	}
 	c.sums.reset()
+	c.summed, c.summedMsg = 0, nil
 	if err != nil {
-		reason := reasonStore
-		if errors.Is(err, aggregates.ErrFenced) {
-			reason = reasonFenced
-		}
-		commitErrors.WithLabelValues(reason).Inc()
-		c.h.failed.Store(true)
-		c.log.Error("commit failed: dropping the sums, resuming from the stored offsets",
-			"reason", reason, "prev", c.prev, "next", c.next, "cells", cells, "err", err)
+		c.failed(err, cells)
 		return false
 	}
 	commits.Inc()
@@ -705,9 +778,60 @@ func (c *claimState) flush() bool {
 		c.h.w.cellsHint.Store(int64(cells))
 	}
 	c.prev, c.flushed = c.next, c.next
+	c.h.w.flushed(c.part, c.next)
+	if c.iso.until != 0 && !c.iso.active(c.flushed) {
+		c.log.Info("isolation done: every event of the refused commit is counted or dead-lettered", "until", c.iso.until)
+		c.iso = isolation{}
+	}
 	// For operators' lag tools only; resuming never reads it.
 	c.sess.MarkOffset(c.topic, c.part, c.next, "")
 	return true
+}
+
+// commit is one Commit of the sink, under its own timeout: the claim's
+// context may be cancelled already (shutdown, rebalance), and the final
+// commit must still run.
+func (c *claimState) commit(deltas map[schemas.Cell]schemas.Totals, offsets []aggregates.PartitionOffset) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(c.sess.Context()), storeTimeout)
+	start := time.Now()
+	err := c.h.w.sink.Commit(ctx, deltas, offsets)
+	cancel()
+	flushDuration.Observe(time.Since(start).Seconds())
+	if err == nil {
+		c.h.w.clock.add(deltas)
+	}
+	return err
+}
+
+// refuse handles a commit of the one event msg that the store refused as
+// data: msg is the poison. It goes to the dead-letter topic and its offset
+// is committed without its sums.
+func (c *claimState) refuse(msg *sarama.ConsumerMessage, refusal error, offsets []aggregates.PartitionOffset) error {
+	c.deadLetter(msg, reasonRefused, refusal)
+	if err := c.sendDeadLetters(); err != nil {
+		return err
+	}
+	return c.commit(nil, offsets)
+}
+
+// failed counts and logs a failed flush; a refusal as data starts the
+// isolation of the events it covered.
+func (c *claimState) failed(err error, cells int) {
+	reason := reasonStore
+	switch {
+	case errors.Is(err, aggregates.ErrFenced):
+		reason = reasonFenced
+	case errors.Is(err, aggregates.ErrData):
+		reason = reasonData
+		c.h.w.isolate(c.part, c.next)
+	case errors.Is(err, errDeadLetter):
+		reason = reasonDeadLetter
+	}
+	commitErrors.WithLabelValues(reason).Inc()
+	c.h.failed.Store(true)
+	c.dead = c.dead[:0]
+	c.log.Error("commit failed: dropping the sums, resuming from the stored offsets",
+		"reason", reason, "prev", c.prev, "next", c.next, "cells", cells, "err", err)
 }
 
 // backoff is a doubling delay with jitter, between minBackoff and maxBackoff.

@@ -17,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/allezon/allezon/broker/brokertest"
 	"github.com/allezon/allezon/pipeline/aggregates"
 	"github.com/allezon/allezon/schemas"
 )
@@ -26,7 +27,10 @@ import (
 // or watches commits, it wraps the real store (faultySink) and delegates to
 // it: every count checked comes out of Pebble.
 
-const testTopic = "events"
+const (
+	testTopic = "events"
+	testDLQ   = testTopic + "-dlq"
+)
 
 // Dimension values of the generated tags: few, so every filter combination
 // of a query matches many tags.
@@ -90,7 +94,7 @@ type fixture struct {
 
 func newFixture(t *testing.T, opts ...kfake.Opt) *fixture {
 	t.Helper()
-	opts = append([]kfake.Opt{kfake.SeedTopics(2, testTopic), kfake.GroupMinSessionTimeout(100 * time.Millisecond)}, opts...)
+	opts = append([]kfake.Opt{kfake.SeedTopics(2, testTopic), kfake.SeedTopics(1, testDLQ), kfake.GroupMinSessionTimeout(100 * time.Millisecond)}, opts...)
 	cluster, err := kfake.NewCluster(opts...)
 	if err != nil {
 		t.Fatalf("start kfake: %v", err)
@@ -719,6 +723,9 @@ func TestRunSkipsUndecodableEvents(t *testing.T) {
 	if got := counterValue(decodeErrors) - before; got != 20 {
 		t.Errorf("decode errors metric rose by %v, want 20", got)
 	}
+	if n := len(brokertest.ReadAll(t, f.addrs, testDLQ)); n != 20 {
+		t.Errorf("%d events in the dead-letter topic, want the 20 garbage ones", n)
+	}
 }
 
 func TestRunDropsMinutesBehindRetention(t *testing.T) {
@@ -779,6 +786,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{"no topic", func(c *Config) { c.Topic = "" }},
 		{"negative flush interval", func(c *Config) { c.FlushInterval = -time.Second }},
 		{"heartbeat not below session", func(c *Config) { c.SessionTimeout, c.HeartbeatInterval = time.Second, time.Second }},
+		{"dead letters into the events topic", func(c *Config) { c.DeadLetterTopic = c.Topic }},
 	}
 	store := newFaultySink(nil)
 	for _, tc := range tests {
@@ -801,7 +809,8 @@ func TestRunRejectsBadConfig(t *testing.T) {
 			t.Fatalf("defaults do not validate: %v", err)
 		}
 		if c.Group != defaultGroup || c.FlushInterval != time.Second || c.Retention != 24*time.Hour ||
-			c.SessionTimeout != 10*time.Second || c.HeartbeatInterval != 3*time.Second || c.Logger == nil {
+			c.SessionTimeout != 10*time.Second || c.HeartbeatInterval != 3*time.Second || c.Logger == nil ||
+			c.DeadLetterTopic != "t-dlq" || c.MaxFuture != schemas.DefaultMaxFuture {
 			t.Errorf("defaults: %+v", c)
 		}
 	})

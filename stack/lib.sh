@@ -114,6 +114,7 @@ ALLEZON_CFG_AEROSPIKE services/aerospike/aerospike.template.conf
 ALLEZON_CFG_KAFKA services/kafka/create-topic.sh
 ALLEZON_CFG_HAPROXY services/haproxy/haproxy.cfg
 ALLEZON_CFG_PROMETHEUS services/prometheus/prometheus.yml
+ALLEZON_CFG_PROMETHEUS_ALERTS services/prometheus/alerts.yml
 ALLEZON_CFG_GRAFANA_DATASOURCE services/grafana/provisioning/datasources/prometheus.yml
 ALLEZON_CFG_GRAFANA_DASHBOARDS services/grafana/provisioning/dashboards/allezon.yml
 ALLEZON_CFG_GRAFANA_DASHBOARD services/grafana/dashboards/allezon.json

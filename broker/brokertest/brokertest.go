@@ -35,6 +35,7 @@ type Record struct {
 	Offset    int64
 	Key       string
 	Value     string
+	Headers   map[string]string
 }
 
 // ReadAll reads every partition of topic from its oldest offset up to its
@@ -83,7 +84,14 @@ func ReadAll(tb testing.TB, addrs []string, topic string) []Record {
 				if !ok {
 					tb.Fatalf("partition %d: consumer stopped before offset %d", p, hwm)
 				}
-				out = append(out, Record{m.Partition, m.Offset, string(m.Key), string(m.Value)})
+				r := Record{Partition: m.Partition, Offset: m.Offset, Key: string(m.Key), Value: string(m.Value)}
+				for _, h := range m.Headers {
+					if r.Headers == nil {
+						r.Headers = map[string]string{}
+					}
+					r.Headers[string(h.Key)] = string(h.Value)
+				}
+				out = append(out, r)
 				done = m.Offset >= hwm-1
 			case err := <-pc.Errors():
 				tb.Fatalf("consume partition %d: %v", p, err)
