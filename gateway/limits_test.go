@@ -263,10 +263,6 @@ func waitHealthOK(t *testing.T, addr, when string) {
 // TestMaxConnsPerIP: one address's connection beyond MaxConnsPerIP gets
 // fasthttp's "429 Too Many Requests" and is closed; once the first
 // connection ends, the address may connect again.
-//
-// The test leaves no idle connection to Shutdown: fasthttp v1.74.0 closing
-// an idle per-IP connection at shutdown races with the connection's own
-// reader (the race detector sees it), with MaxConnsPerIP > 0 only.
 func TestMaxConnsPerIP(t *testing.T) {
 	addr := serveGateway(t, gateway.Config{MaxConnsPerIP: 1}, gateway.Backends{}, nil)
 	c, err := net.Dial("tcp", addr)
