@@ -59,4 +59,3 @@ func readNoContent(r *bufio.Reader) error {
 		}
 	}
 }
-
