@@ -158,9 +158,14 @@ func New(cfg Config, b Backends) *Server {
 		IdleTimeout:  cfg.IdleTimeout,
 		// The limits that bound the memory of requests (README
 		// "Overload"): head and body per connection, connections.
-		ReadBufferSize:               cfg.MaxHeaderBytes,
-		MaxRequestBodySize:           max(cfg.MaxTagBytes, cfg.MaxQueryBytes),
-		HeaderReceived:               s.requestLimits,
+		ReadBufferSize: cfg.MaxHeaderBytes,
+		// Bodies are streamed and read by the router as they arrive
+		// (body.go), under each route's limit. A streaming fasthttp
+		// pre-reads min(limit, Content-Length, 8 KiB) before the
+		// handler; a limit of one byte makes that pre-read one byte,
+		// and a larger body goes to the handler as a stream.
+		StreamRequestBody:            true,
+		MaxRequestBodySize:           1,
 		Concurrency:                  cfg.MaxConns,
 		MaxConnsPerIP:                cfg.MaxConnsPerIP,
 		DisablePreParseMultipartForm: true,
@@ -194,47 +199,78 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.http.ShutdownWithContext(ctx)
 }
 
-// route is the router: every request enters here.
+// route is the router: every request enters here. It reads the body first,
+// as the route needs it (body.go), so every route answers a slow or
+// oversized body alike, then hands the request to its handler.
 func (s *Server) route(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	rid := requestID(ctx)
 	path := ctx.Request.URI().PathOriginal()
-	var rt route
+	rt := s.routeOf(path)
+	buf := bodyPool.Get().(*[]byte)
+	body, err := readBody(ctx, (*buf)[:0], s.bodyLimit(rt), keepsBody(rt))
+	if err != nil {
+		bodyError(ctx, rt, err)
+	} else {
+		s.dispatch(ctx, rid, rt, path, body)
+	}
+	if cap(body) <= maxPooledBody {
+		*buf = body[:0]
+		bodyPool.Put(buf)
+	}
+	observe(rt, ctx.Response.StatusCode(), time.Since(start))
+}
+
+// routeOf names the route of path; an ops-only server (the pipeline's)
+// serves health and metrics only.
+func (s *Server) routeOf(path []byte) route {
 	switch {
-	case s.b.Profiles == nil && !(string(path) == "/health" || string(path) == "/metrics"):
-		// An ops-only server (the pipeline's) serves health and metrics.
-		rt = routeOther
-		writeError(ctx, fasthttp.StatusNotFound, "no such endpoint on this component")
-	case string(path) == "/user_tags":
-		rt = routeUserTags
-		if s.allow(ctx, rid, fasthttp.MethodPost) {
-			s.userTags(ctx, rid)
-		}
-	case hasPrefix(path, userProfilesPrefix):
-		rt = routeUserProfiles
-		if s.allow(ctx, rid, fasthttp.MethodPost) {
-			s.userProfiles(ctx, rid, path[len(userProfilesPrefix):])
-		}
-	case string(path) == "/aggregates":
-		rt = routeAggregates
-		if s.allow(ctx, rid, fasthttp.MethodPost) {
-			s.aggregates(ctx, rid)
-		}
 	case string(path) == "/health":
-		rt = routeHealth
+		return routeHealth
+	case string(path) == "/metrics":
+		return routeMetrics
+	case s.b.Profiles == nil:
+		return routeOther
+	case string(path) == "/user_tags":
+		return routeUserTags
+	case hasPrefix(path, userProfilesPrefix):
+		return routeUserProfiles
+	case string(path) == "/aggregates":
+		return routeAggregates
+	}
+	return routeOther
+}
+
+// dispatch checks the method and calls rt's handler with the body read.
+func (s *Server) dispatch(ctx *fasthttp.RequestCtx, rid string, rt route, path, body []byte) {
+	switch rt {
+	case routeUserTags:
+		if s.allow(ctx, rid, fasthttp.MethodPost) {
+			s.userTags(ctx, rid, body)
+		}
+	case routeUserProfiles:
+		if s.allow(ctx, rid, fasthttp.MethodPost) {
+			s.userProfiles(ctx, rid, path[len(userProfilesPrefix):], body)
+		}
+	case routeAggregates:
+		if s.allow(ctx, rid, fasthttp.MethodPost) {
+			s.aggregates(ctx, rid, body)
+		}
+	case routeHealth:
 		if s.allow(ctx, rid, fasthttp.MethodGet) {
 			s.health(ctx)
 		}
-	case string(path) == "/metrics":
-		rt = routeMetrics
+	case routeMetrics:
 		if s.allow(ctx, rid, fasthttp.MethodGet) {
 			s.metrics(ctx)
 		}
-	default:
-		rt = routeOther
-		writeError(ctx, fasthttp.StatusNotFound, "no such endpoint")
+	case routeOther:
+		if s.b.Profiles == nil {
+			writeError(ctx, fasthttp.StatusNotFound, "no such endpoint on this component")
+		} else {
+			writeError(ctx, fasthttp.StatusNotFound, "no such endpoint")
+		}
 	}
-	observe(rt, ctx.Response.StatusCode(), time.Since(start))
 }
 
 // allow answers 405 unless the request uses method (HEAD is fine for GET).
@@ -253,36 +289,17 @@ func (s *Server) backendContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), s.cfg.BackendTimeout)
 }
 
-// requestLimits gives POST /user_tags its own, smaller, body limit before
-// fasthttp reads the body, so a tag body never takes more memory than
-// MaxTagBytes; the query endpoints keep MaxRequestBodySize. A request-target
-// in absolute form ("http://host/user_tags") gets the larger limit, and the
-// handler's own check.
-func (s *Server) requestLimits(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-	uri := h.RequestURI()
-	if hasPrefix(uri, "/user_tags") && (len(uri) == len("/user_tags") || uri[len("/user_tags")] == '?') {
-		return fasthttp.RequestConfig{MaxRequestBodySize: s.cfg.MaxTagBytes}
-	}
-	return fasthttp.RequestConfig{}
-}
-
-// transportError answers requests fasthttp could not read: an oversized
-// body gets 413 (400 on /user_tags, as SPEC §1 says), a request line and
-// headers longer than MaxHeaderBytes 431 (fasthttp reads them into one
+// transportError answers requests fasthttp could not read (bodies are the
+// router's, body.go): a request line and headers longer than
+// MaxHeaderBytes 431 (fasthttp reads them into one
 // buffer and fails before it parsed the request line, so a long URI is a
 // 431 too, not a 414), a client slower than ReadTimeout 408, anything else
 // 400.
 func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var netErr net.Error
-	path := ctx.Request.URI().PathOriginal()
 	switch {
-	// A chunked body that crosses the limit while it is read makes
-	// fasthttp reset the request, leaving the path "/": 400 then, as
-	// SPEC wants for /user_tags (still a 4xx for a query).
-	case errors.Is(err, fasthttp.ErrBodyTooLarge) && (string(path) == "/user_tags" || string(path) == "/"):
-		writeError(ctx, fasthttp.StatusBadRequest, "request body too large")
-	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+	case errors.Is(err, fasthttp.ErrBodyTooLarge): // not with streamed bodies; kept as a guard
 		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "request body too large")
 	case errors.As(err, &small):
 		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "request header too large")
