@@ -35,7 +35,8 @@ type AggregateReader interface {
 	Query(ctx context.Context, q *schemas.AggregateQuery) ([]schemas.Totals, error)
 }
 
-// Pinger reports whether a backend is reachable; /health asks each one.
+// Pinger reports whether a backend is reachable; a background loop asks
+// each one every HealthInterval and /health reports the last answers.
 type Pinger interface {
 	Ping(ctx context.Context) error
 }
@@ -90,7 +91,13 @@ type Config struct {
 	// BreakerCooldown is how long an open breaker fails calls at once
 	// before it lets probes through; default 2s.
 	BreakerCooldown time.Duration
-	Logger          *slog.Logger
+	// SeparateOps moves /health and /metrics to the listener given to
+	// ServeOps: the API listener then answers them 404.
+	SeparateOps bool
+	// HealthInterval is how often each backend is pinged for /health;
+	// default 1s.
+	HealthInterval time.Duration
+	Logger         *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -129,6 +136,9 @@ func (c *Config) setDefaults() {
 	if c.BreakerCooldown <= 0 {
 		c.BreakerCooldown = 2 * time.Second
 	}
+	if c.HealthInterval <= 0 {
+		c.HealthInterval = time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -142,7 +152,10 @@ type Server struct {
 	breakers breakers
 	log      *slog.Logger
 	http     *fasthttp.Server
-	metrics  fasthttp.RequestHandler
+	// ops serves /health and /metrics apart from the API (SeparateOps).
+	ops     *fasthttp.Server
+	checks  *healthCache
+	metrics fasthttp.RequestHandler
 }
 
 // New builds a gateway over the given backends.
@@ -150,6 +163,7 @@ func New(cfg Config, b Backends) *Server {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, b: b, log: cfg.Logger, metrics: metricsHandler()}
 	s.breakers = newBreakers(&cfg)
+	s.checks = newHealthCache(b.Health, cfg.HealthInterval, s.log)
 	s.http = &fasthttp.Server{
 		Handler:      s.route,
 		Name:         "allezon",
@@ -173,13 +187,43 @@ func New(cfg Config, b Backends) *Server {
 		ErrorHandler:                 s.transportError,
 		Logger:                       fasthttpLogger{s.log},
 	}
+	s.ops = &fasthttp.Server{
+		Handler:      s.routeOps,
+		Name:         "allezon",
+		ReadTimeout:  cfg.ReadTimeout,
+		WriteTimeout: cfg.WriteTimeout,
+		IdleTimeout:  cfg.IdleTimeout,
+		// Scrapers and health checks: small requests, few connections.
+		ReadBufferSize:               cfg.MaxHeaderBytes,
+		MaxRequestBodySize:           4 << 10,
+		Concurrency:                  opsMaxConns,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		ErrorHandler:                 s.transportError,
+		Logger:                       fasthttpLogger{s.log},
+	}
 	return s
 }
 
-// Serve answers requests on ln until Shutdown.
+// opsMaxConns bounds the ops listener's connections.
+const opsMaxConns = 64
+
+// Serve answers requests on ln until Shutdown. The health checks start
+// with the first Serve or ServeOps.
 func (s *Server) Serve(ln net.Listener) error {
+	s.checks.run()
 	if err := s.http.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("gateway: serve: %w", err)
+	}
+	return nil
+}
+
+// ServeOps answers /health (with each failure's text) and /metrics on ln,
+// apart from the API, until Shutdown.
+func (s *Server) ServeOps(ln net.Listener) error {
+	s.checks.run()
+	if err := s.ops.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("gateway: serve ops: %w", err)
 	}
 	return nil
 }
@@ -194,9 +238,11 @@ func (s *Server) ListenAndServe() error {
 	return s.Serve(ln)
 }
 
-// Shutdown stops accepting connections and waits for requests in flight.
+// Shutdown stops accepting connections, waits for requests in flight and
+// stops the health checks.
 func (s *Server) Shutdown(ctx context.Context) error {
-	return s.http.ShutdownWithContext(ctx)
+	defer s.checks.close()
+	return errors.Join(s.http.ShutdownWithContext(ctx), s.ops.ShutdownWithContext(ctx))
 }
 
 // route is the router: every request enters here. It reads the body first,
@@ -222,12 +268,13 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) {
 }
 
 // routeOf names the route of path; an ops-only server (the pipeline's)
-// serves health and metrics only.
+// serves health and metrics only, and with SeparateOps the API listener
+// serves them not at all.
 func (s *Server) routeOf(path []byte) route {
 	switch {
-	case string(path) == "/health":
+	case string(path) == "/health" && !s.cfg.SeparateOps:
 		return routeHealth
-	case string(path) == "/metrics":
+	case string(path) == "/metrics" && !s.cfg.SeparateOps:
 		return routeMetrics
 	case s.b.Profiles == nil:
 		return routeOther
@@ -258,7 +305,9 @@ func (s *Server) dispatch(ctx *fasthttp.RequestCtx, rid string, rt route, path, 
 		}
 	case routeHealth:
 		if s.allow(ctx, rid, fasthttp.MethodGet) {
-			s.health(ctx)
+			// The API port shows failures' texts only where it is
+			// no API: the pipeline's ops-only server.
+			s.health(ctx, s.b.Profiles == nil)
 		}
 	case routeMetrics:
 		if s.allow(ctx, rid, fasthttp.MethodGet) {
@@ -271,6 +320,28 @@ func (s *Server) dispatch(ctx *fasthttp.RequestCtx, rid string, rt route, path, 
 			writeError(ctx, fasthttp.StatusNotFound, "no such endpoint")
 		}
 	}
+}
+
+// routeOps is the ops listener's router: /health, /metrics, nothing else.
+func (s *Server) routeOps(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	rid := requestID(ctx)
+	rt := routeOther
+	switch path := ctx.Request.URI().PathOriginal(); string(path) {
+	case "/health":
+		rt = routeHealth
+		if s.allow(ctx, rid, fasthttp.MethodGet) {
+			s.health(ctx, true)
+		}
+	case "/metrics":
+		rt = routeMetrics
+		if s.allow(ctx, rid, fasthttp.MethodGet) {
+			s.metrics(ctx)
+		}
+	default:
+		writeError(ctx, fasthttp.StatusNotFound, "no such endpoint on the ops listener")
+	}
+	observe(rt, ctx.Response.StatusCode(), time.Since(start))
 }
 
 // allow answers 405 unless the request uses method (HEAD is fine for GET).
