@@ -35,7 +35,8 @@ type AggregateReader interface {
 	Query(ctx context.Context, q *schemas.AggregateQuery) ([]schemas.Totals, error)
 }
 
-// Pinger reports whether a backend is reachable; /health asks each one.
+// Pinger reports whether a backend is reachable; a background loop asks
+// each one every HealthInterval and /health reports the last answers.
 type Pinger interface {
 	Ping(ctx context.Context) error
 }
@@ -97,7 +98,13 @@ type Config struct {
 	// BreakerCooldown is how long an open breaker fails calls at once
 	// before it lets probes through; default 2s.
 	BreakerCooldown time.Duration
-	Logger          *slog.Logger
+	// SeparateOps moves /health and /metrics to the listener given to
+	// ServeOps: the API listener then answers them 404.
+	SeparateOps bool
+	// HealthInterval is how often each backend is pinged for /health;
+	// default 1s.
+	HealthInterval time.Duration
+	Logger         *slog.Logger
 }
 
 func (c *Config) setDefaults() {
@@ -137,6 +144,9 @@ func (c *Config) setDefaults() {
 	if c.BreakerCooldown <= 0 {
 		c.BreakerCooldown = 2 * time.Second
 	}
+	if c.HealthInterval <= 0 {
+		c.HealthInterval = time.Second
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
@@ -150,7 +160,10 @@ type Server struct {
 	breakers breakers
 	log      *slog.Logger
 	http     *fasthttp.Server
-	metrics  fasthttp.RequestHandler
+	// ops serves /health and /metrics apart from the API (SeparateOps).
+	ops     *fasthttp.Server
+	checks  *healthCache
+	metrics fasthttp.RequestHandler
 }
 
 // New builds a gateway over the given backends.
@@ -158,6 +171,7 @@ func New(cfg Config, b Backends) *Server {
 	cfg.setDefaults()
 	s := &Server{cfg: cfg, b: b, log: cfg.Logger, metrics: metricsHandler()}
 	s.breakers = newBreakers(&cfg)
+	s.checks = newHealthCache(b.Health, cfg.HealthInterval, s.log)
 	s.http = &fasthttp.Server{
 		Handler:      s.route,
 		Name:         "allezon",
@@ -166,11 +180,31 @@ func New(cfg Config, b Backends) *Server {
 		IdleTimeout:  cfg.IdleTimeout,
 		// The limits that bound the memory of requests (README
 		// "Overload"): head and body per connection, connections.
-		ReadBufferSize:               cfg.MaxHeaderBytes,
-		MaxRequestBodySize:           max(cfg.MaxTagBytes, cfg.MaxQueryBytes),
-		HeaderReceived:               s.requestLimits,
+		ReadBufferSize: cfg.MaxHeaderBytes,
+		// Bodies are streamed and read by the router as they arrive
+		// (body.go), under each route's limit. A streaming fasthttp
+		// pre-reads min(limit, Content-Length, 8 KiB) before the
+		// handler; a limit of one byte makes that pre-read one byte,
+		// and a larger body goes to the handler as a stream.
+		StreamRequestBody:            true,
+		MaxRequestBodySize:           1,
 		Concurrency:                  cfg.MaxConns,
 		MaxConnsPerIP:                cfg.MaxConnsPerIP,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		ErrorHandler:                 s.transportError,
+		Logger:                       fasthttpLogger{s.log},
+	}
+	s.ops = &fasthttp.Server{
+		Handler:      s.routeOps,
+		Name:         "allezon",
+		ReadTimeout:  cfg.ReadTimeout,
+		WriteTimeout: cfg.WriteTimeout,
+		IdleTimeout:  cfg.IdleTimeout,
+		// Scrapers and health checks: small requests, few connections.
+		ReadBufferSize:               cfg.MaxHeaderBytes,
+		MaxRequestBodySize:           4 << 10,
+		Concurrency:                  opsMaxConns,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
 		ErrorHandler:                 s.transportError,
@@ -179,10 +213,25 @@ func New(cfg Config, b Backends) *Server {
 	return s
 }
 
-// Serve answers requests on ln until Shutdown.
+// opsMaxConns bounds the ops listener's connections.
+const opsMaxConns = 64
+
+// Serve answers requests on ln until Shutdown. The health checks start
+// with the first Serve or ServeOps.
 func (s *Server) Serve(ln net.Listener) error {
+	s.checks.run()
 	if err := s.http.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
 		return fmt.Errorf("gateway: serve: %w", err)
+	}
+	return nil
+}
+
+// ServeOps answers /health (with each failure's text) and /metrics on ln,
+// apart from the API, until Shutdown.
+func (s *Server) ServeOps(ln net.Listener) error {
+	s.checks.run()
+	if err := s.ops.Serve(ln); err != nil && !errors.Is(err, net.ErrClosed) {
+		return fmt.Errorf("gateway: serve ops: %w", err)
 	}
 	return nil
 }
@@ -197,50 +246,108 @@ func (s *Server) ListenAndServe() error {
 	return s.Serve(ln)
 }
 
-// Shutdown stops accepting connections and waits for requests in flight.
+// Shutdown stops accepting connections, waits for requests in flight and
+// stops the health checks.
 func (s *Server) Shutdown(ctx context.Context) error {
-	return s.http.ShutdownWithContext(ctx)
+	defer s.checks.close()
+	return errors.Join(s.http.ShutdownWithContext(ctx), s.ops.ShutdownWithContext(ctx))
 }
 
-// route is the router: every request enters here.
+// route is the router: every request enters here. It reads the body first,
+// as the route needs it (body.go), so every route answers a slow or
+// oversized body alike, then hands the request to its handler.
 func (s *Server) route(ctx *fasthttp.RequestCtx) {
 	start := time.Now()
 	rid := requestID(ctx)
 	path := ctx.Request.URI().PathOriginal()
-	var rt route
+	rt := s.routeOf(path)
+	buf := bodyPool.Get().(*[]byte)
+	body, err := readBody(ctx, (*buf)[:0], s.bodyLimit(rt), keepsBody(rt))
+	if err != nil {
+		bodyError(ctx, rt, err)
+	} else {
+		s.dispatch(ctx, rid, rt, path, body)
+	}
+	if cap(body) <= maxPooledBody {
+		*buf = body[:0]
+		bodyPool.Put(buf)
+	}
+	observe(rt, ctx.Response.StatusCode(), time.Since(start))
+}
+
+// routeOf names the route of path; an ops-only server (the pipeline's)
+// serves health and metrics only, and with SeparateOps the API listener
+// serves them not at all.
+func (s *Server) routeOf(path []byte) route {
 	switch {
-	case s.b.Profiles == nil && !(string(path) == "/health" || string(path) == "/metrics"):
-		// An ops-only server (the pipeline's) serves health and metrics.
-		rt = routeOther
-		writeError(ctx, fasthttp.StatusNotFound, "no such endpoint on this component")
+	case string(path) == "/health" && !s.cfg.SeparateOps:
+		return routeHealth
+	case string(path) == "/metrics" && !s.cfg.SeparateOps:
+		return routeMetrics
+	case s.b.Profiles == nil:
+		return routeOther
 	case string(path) == "/user_tags":
-		rt = routeUserTags
-		if s.allow(ctx, rid, fasthttp.MethodPost) {
-			s.userTags(ctx, rid)
-		}
+		return routeUserTags
 	case hasPrefix(path, userProfilesPrefix):
-		rt = routeUserProfiles
-		if s.allow(ctx, rid, fasthttp.MethodPost) {
-			s.userProfiles(ctx, rid, path[len(userProfilesPrefix):])
-		}
+		return routeUserProfiles
 	case string(path) == "/aggregates":
-		rt = routeAggregates
+		return routeAggregates
+	}
+	return routeOther
+}
+
+// dispatch checks the method and calls rt's handler with the body read.
+func (s *Server) dispatch(ctx *fasthttp.RequestCtx, rid string, rt route, path, body []byte) {
+	switch rt {
+	case routeUserTags:
 		if s.allow(ctx, rid, fasthttp.MethodPost) {
-			s.aggregates(ctx, rid)
+			s.userTags(ctx, rid, body)
 		}
-	case string(path) == "/health":
+	case routeUserProfiles:
+		if s.allow(ctx, rid, fasthttp.MethodPost) {
+			s.userProfiles(ctx, rid, path[len(userProfilesPrefix):], body)
+		}
+	case routeAggregates:
+		if s.allow(ctx, rid, fasthttp.MethodPost) {
+			s.aggregates(ctx, rid, body)
+		}
+	case routeHealth:
+		if s.allow(ctx, rid, fasthttp.MethodGet) {
+			// The API port shows failures' texts only where it is
+			// no API: the pipeline's ops-only server.
+			s.health(ctx, s.b.Profiles == nil)
+		}
+	case routeMetrics:
+		if s.allow(ctx, rid, fasthttp.MethodGet) {
+			s.metrics(ctx)
+		}
+	case routeOther:
+		if s.b.Profiles == nil {
+			writeError(ctx, fasthttp.StatusNotFound, "no such endpoint on this component")
+		} else {
+			writeError(ctx, fasthttp.StatusNotFound, "no such endpoint")
+		}
+	}
+}
+
+// routeOps is the ops listener's router: /health, /metrics, nothing else.
+func (s *Server) routeOps(ctx *fasthttp.RequestCtx) {
+	start := time.Now()
+	rid := requestID(ctx)
+	rt := routeOther
+	switch path := ctx.Request.URI().PathOriginal(); string(path) {
+	case "/health":
 		rt = routeHealth
 		if s.allow(ctx, rid, fasthttp.MethodGet) {
-			s.health(ctx)
+			s.health(ctx, true)
 		}
-	case string(path) == "/metrics":
+	case "/metrics":
 		rt = routeMetrics
 		if s.allow(ctx, rid, fasthttp.MethodGet) {
 			s.metrics(ctx)
 		}
 	default:
-		rt = routeOther
-		writeError(ctx, fasthttp.StatusNotFound, "no such endpoint")
+		writeError(ctx, fasthttp.StatusNotFound, "no such endpoint on the ops listener")
 	}
 	observe(rt, ctx.Response.StatusCode(), time.Since(start))
 }
@@ -261,36 +368,17 @@ func (s *Server) backendContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), s.cfg.BackendTimeout)
 }
 
-// requestLimits gives POST /user_tags its own, smaller, body limit before
-// fasthttp reads the body, so a tag body never takes more memory than
-// MaxTagBytes; the query endpoints keep MaxRequestBodySize. A request-target
-// in absolute form ("http://host/user_tags") gets the larger limit, and the
-// handler's own check.
-func (s *Server) requestLimits(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-	uri := h.RequestURI()
-	if hasPrefix(uri, "/user_tags") && (len(uri) == len("/user_tags") || uri[len("/user_tags")] == '?') {
-		return fasthttp.RequestConfig{MaxRequestBodySize: s.cfg.MaxTagBytes}
-	}
-	return fasthttp.RequestConfig{}
-}
-
-// transportError answers requests fasthttp could not read: an oversized
-// body gets 413 (400 on /user_tags, as SPEC §1 says), a request line and
-// headers longer than MaxHeaderBytes 431 (fasthttp reads them into one
+// transportError answers requests fasthttp could not read (bodies are the
+// router's, body.go): a request line and headers longer than
+// MaxHeaderBytes 431 (fasthttp reads them into one
 // buffer and fails before it parsed the request line, so a long URI is a
 // 431 too, not a 414), a client slower than ReadTimeout 408, anything else
 // 400.
 func (s *Server) transportError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	var netErr net.Error
-	path := ctx.Request.URI().PathOriginal()
 	switch {
-	// A chunked body that crosses the limit while it is read makes
-	// fasthttp reset the request, leaving the path "/": 400 then, as
-	// SPEC wants for /user_tags (still a 4xx for a query).
-	case errors.Is(err, fasthttp.ErrBodyTooLarge) && (string(path) == "/user_tags" || string(path) == "/"):
-		writeError(ctx, fasthttp.StatusBadRequest, "request body too large")
-	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+	case errors.Is(err, fasthttp.ErrBodyTooLarge): // not with streamed bodies; kept as a guard
 		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, "request body too large")
 	case errors.As(err, &small):
 		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "request header too large")

@@ -22,8 +22,9 @@ type profileQuery struct {
 }
 
 // userProfiles handles POST /user_profiles/{cookie}?time_range=..[&limit=..].
-// rawCookie is the path segment as sent, still percent-encoded.
-func (s *Server) userProfiles(ctx *fasthttp.RequestCtx, rid string, rawCookie []byte) {
+// rawCookie is the path segment as sent, still percent-encoded; body is
+// the expected answer in a debug build (empty otherwise).
+func (s *Server) userProfiles(ctx *fasthttp.RequestCtx, rid string, rawCookie, body []byte) {
 	q, err := parseProfileQuery(rawCookie, ctx.QueryArgs())
 	if err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
@@ -55,9 +56,9 @@ func (s *Server) userProfiles(ctx *fasthttp.RequestCtx, rid string, rawCookie []
 		writeUnavailable(ctx, err, "profile store unavailable, retry")
 		return
 	}
-	body := appendProfileJSON(make([]byte, 0, profileSize(q.cookie, p)), q.cookie, p)
-	debugCompare(s.log, endpointUserProfiles, rid, q.limit, ctx.PostBody(), body)
-	writeJSON(ctx, body)
+	answer := appendProfileJSON(make([]byte, 0, profileSize(q.cookie, p)), q.cookie, p)
+	debugCompare(s.log, endpointUserProfiles, rid, q.limit, body, answer)
+	writeJSON(ctx, answer)
 }
 
 func parseProfileQuery(rawCookie []byte, args *fasthttp.Args) (profileQuery, error) {

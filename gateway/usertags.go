@@ -26,17 +26,12 @@ var tagScratchPool = sync.Pool{New: func() any { return &tagScratch{json: make([
 // the publish then fails, the client's retry rewrites the same profile
 // entry and publishes again, whereas the other order could count a retried
 // tag twice in the aggregates.
-func (s *Server) userTags(ctx *fasthttp.RequestCtx, rid string) {
-	if len(ctx.PostBody()) > s.cfg.MaxTagBytes {
-		// SPEC §1 lists an oversized body among the malformed inputs
-		// that get a 400 (the query endpoints answer 413).
-		writeError(ctx, fasthttp.StatusBadRequest, "user tag body larger than "+strconv.Itoa(s.cfg.MaxTagBytes)+" bytes")
-		return
-	}
+// body is the request's, read by the router under MaxTagBytes.
+func (s *Server) userTags(ctx *fasthttp.RequestCtx, rid string, body []byte) {
 	sc := tagScratchPool.Get().(*tagScratch)
 	defer tagScratchPool.Put(sc)
 
-	if err := schemas.DecodeUserTag(ctx.PostBody(), &sc.tag); err != nil {
+	if err := schemas.DecodeUserTag(body, &sc.tag); err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error())
 		return
 	}

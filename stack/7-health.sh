@@ -3,8 +3,10 @@
 #
 # Step 7 (and any time after): check the whole deployment and say what is
 # wrong. Every service of both stacks running all its replicas, the
-# gateway's /health (every backend "ok") through the routing mesh on
-# HOST:8088, one Patroni leader and a replica, Aerospike cluster of 2,
+# gateway's and the pipeline's /health (every backend "ok") on their ops
+# ports (9088, 9089, reached on the stack's network), the published API
+# port HOST:8088 answering and serving no /health or /metrics, one Patroni
+# leader and a replica, Aerospike cluster of 2,
 # the events topic with its in-sync replicas, Prometheus scraping every
 # gateway and pipeline task, Grafana answering on HOST:3000.
 # Exits non-zero when a check fails.
@@ -39,15 +41,24 @@ check_patroni || failed "patroni/haproxy"
 check_aerospike || failed "aerospike"
 check_kafka || failed "kafka"
 
-# The routing mesh spreads requests over the gateway tasks: ask a few times.
-gw_replicas=$(docker service inspect --format '{{.Spec.Mode.Replicated.Replicas}}' "${APP_STACK}_gateway" 2>/dev/null || echo 0)
-for _ in $(seq 1 $((2 * gw_replicas))); do
-  if ! body=$(curl -fsS -m 5 "http://$host:8088/health" 2>&1); then
-    failed "gateway /health on $host:8088: $body"
-    break
-  fi
+# /health is on the ops ports, which only the stack's network reaches; the
+# service's virtual IP spreads requests over its tasks: ask a few times.
+for svc_port in gateway:9088 pipeline:9089; do
+  svc=${svc_port%:*}
+  n_tasks=$(docker service inspect --format '{{.Spec.Mode.Replicated.Replicas}}' "${APP_STACK}_$svc" 2>/dev/null || echo 0)
+  body=
+  for _ in $(seq 1 $((2 * n_tasks))); do
+    if ! body=$(one_off --entrypoint wget "$HAPROXY_IMAGE" -q -O - -T 5 "http://$svc_port/health" 2>&1); then
+      failed "$svc /health on $svc_port: $body"
+      break
+    fi
+  done
+  [[ $body == *'"status":"ok"'* ]] && info "$svc: $body"
 done
-[[ ${body:-} == *'"status":"ok"'* ]] && info "gateway: $body"
+
+# The published port serves the API only: /health there is a 404.
+code=$(curl -sS -m 5 -o /dev/null -w '%{http_code}' "http://$host:8088/health" 2>&1) || code="no answer ($code)"
+[[ $code == 404 ]] || failed "published port $host:8088: /health answered $code, want 404 (ops endpoints belong on the ops port)"
 
 # Prometheus: every gateway and pipeline task is a target, and up.
 targets=$(one_off --entrypoint wget "$HAPROXY_IMAGE" -q -O - -T 5 \

@@ -382,6 +382,7 @@ func checkStack(files map[string]map[string]any, nodes []node) []string {
 			fail("service %s is classified but in neither compose file", name)
 		}
 	}
+	bad = append(bad, checkOps(files["2.docker-compose.yaml"])...)
 	return bad
 }
 
@@ -438,7 +439,7 @@ func TestStackInvariants(t *testing.T) {
 		}
 	}
 
-	// Prometheus scrapes every gateway and pipeline task on its HTTP port.
+	// Prometheus scrapes every gateway and pipeline task on its ops port.
 	prom, err := os.ReadFile(filepath.Join(root, "services/prometheus/prometheus.yml"))
 	if err != nil {
 		t.Fatal(err)
@@ -447,7 +448,7 @@ func TestStackInvariants(t *testing.T) {
 	scraped := map[string]bool{}
 	for _, m := range scrape {
 		scraped[m[1]] = true
-		addr := str(two, "services", m[1], "environment", "ALLEZON_HTTP_ADDR")
+		addr := str(two, "services", m[1], "environment", "ALLEZON_OPS_HTTP")
 		if !strings.HasSuffix(addr, ":"+m[2]) {
 			t.Errorf("prometheus.yml scrapes tasks.%s on port %s, but the service listens on %q", m[1], m[2], addr)
 		}
@@ -489,6 +490,16 @@ func TestStackInvariantsBite(t *testing.T) {
 		}},
 		{"no healthcheck", "no healthcheck", func(f map[string]map[string]any) {
 			delete(asMap(get(f["2.docker-compose.yaml"], "services", "pipeline")), "healthcheck")
+		}},
+		{"no ops listener", "want an ops listener", func(f map[string]map[string]any) {
+			delete(asMap(get(f["2.docker-compose.yaml"], "services", "pipeline", "environment")), "ALLEZON_OPS_HTTP")
+		}},
+		{"ops port published", "is published", func(f map[string]map[string]any) {
+			gw := asMap(get(f["2.docker-compose.yaml"], "services", "gateway"))
+			gw["ports"] = append(asList(gw["ports"]), map[string]any{"target": "9088", "published": "9088", "mode": "ingress"})
+		}},
+		{"healthcheck on the API port", "does not use the ops port", func(f map[string]map[string]any) {
+			asMap(get(f["2.docker-compose.yaml"], "services", "gateway", "healthcheck"))["test"] = []any{"CMD", "wget", "-q", "-O", "/dev/null", "http://127.0.0.1:8088/metrics"}
 		}},
 		{"three gateways", "3 replicas, want 2", func(f map[string]map[string]any) {
 			asMap(get(f["2.docker-compose.yaml"], "services", "gateway", "deploy"))["replicas"] = "3"

@@ -217,9 +217,11 @@ func startPipeline(ctx context.Context, c *config, log *slog.Logger, brokers []s
 }
 
 // serveHTTP serves the gateway (or, without stores, health and metrics)
-// until ctx ends, then drains requests in flight.
+// until ctx ends, then drains requests in flight. With --ops-http, health
+// and metrics move to that listener; a pipeline then opens no other.
 func serveHTTP(ctx context.Context, c *config, log *slog.Logger, b gateway.Backends, fail context.CancelCauseFunc) error {
 	srv := gateway.New(gateway.Config{
+		SeparateOps:    c.OpsAddr != "",
 		Addr:           c.HTTPAddr,
 		BackendTimeout: c.BackendTimeout,
 		ReadTimeout:    c.ReadTimeout, WriteTimeout: c.WriteTimeout, IdleTimeout: c.IdleTimeout,
@@ -229,16 +231,16 @@ func serveHTTP(ctx context.Context, c *config, log *slog.Logger, b gateway.Backe
 		BreakerFailures: c.BreakerFailures, BreakerCooldown: c.BreakerCooldown,
 		Logger: log,
 	}, b)
-	ln, err := net.Listen("tcp", c.HTTPAddr)
-	if err != nil {
-		return fmt.Errorf("listen %s: %w", c.HTTPAddr, err)
-	}
-	log.Info("serving HTTP", "addr", ln.Addr().String(), "version", version, "query_debug", gateway.DebugBuild)
-	go func() {
-		if err := srv.Serve(ln); err != nil {
-			fail(err)
+	if c.OpsAddr != "" {
+		if err := listen(c.OpsAddr, "ops (/health, /metrics)", log, srv.ServeOps, fail); err != nil {
+			return err
 		}
-	}()
+	}
+	if b.Profiles != nil || c.OpsAddr == "" {
+		if err := listen(c.HTTPAddr, "HTTP", log, srv.Serve, fail); err != nil {
+			return err
+		}
+	}
 	<-ctx.Done()
 	// Half of --shutdown-timeout for requests in flight, half for the
 	// pipeline's drain (startPipeline).
@@ -251,5 +253,21 @@ func serveHTTP(ctx context.Context, c *config, log *slog.Logger, b gateway.Backe
 		return cause
 	}
 	log.Info("shutting down")
+	return nil
+}
+
+// listen opens addr and serves it in the background; a serve that fails
+// stops the process.
+func listen(addr, what string, log *slog.Logger, serve func(net.Listener) error, fail context.CancelCauseFunc) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s (%s): %w", addr, what, err)
+	}
+	log.Info("serving "+what, "addr", ln.Addr().String(), "version", version, "query_debug", gateway.DebugBuild)
+	go func() {
+		if err := serve(ln); err != nil {
+			fail(err)
+		}
+	}()
 	return nil
 }

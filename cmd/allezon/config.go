@@ -18,6 +18,7 @@ import (
 // the flags it uses.
 type config struct {
 	HTTPAddr   string
+	OpsAddr    string
 	AdminAddr  string
 	DataDir    string
 	Profiles   string
@@ -63,6 +64,7 @@ const defaultTopic = "allezon-events"
 
 func (c *config) commonFlags(fs *flagSet, httpDefault string) {
 	fs.String(&c.HTTPAddr, "http", "ALLEZON_HTTP_ADDR", httpDefault, "HTTP listen address")
+	fs.String(&c.OpsAddr, "ops-http", "ALLEZON_OPS_HTTP", "", "listener of /metrics and /health apart from the API, which then answers them 404 (empty: both on --http)")
 	fs.String(&c.AdminAddr, "admin", "ALLEZON_ADMIN_ADDR", "127.0.0.1:6060", "pprof listener, apart from the API (empty: off)")
 	fs.String(&c.DataDir, "data", "ALLEZON_DATA_DIR", "./data", "data directory of the embedded backends")
 	fs.Duration(&c.ShutdownTimeout, "shutdown-timeout", "ALLEZON_SHUTDOWN_TIMEOUT", 10*time.Second, "how long a SIGTERM may take: half to finish requests in flight, half for the pipeline to commit up to the log's end")
