@@ -200,6 +200,7 @@ func startPipeline(ctx context.Context, c *config, log *slog.Logger, brokers []s
 		err := pipeline.Run(pctx, pipeline.Config{
 			Brokers: brokers, Topic: topic, Group: c.Group,
 			FlushInterval: c.FlushInterval, Retention: c.Retention,
+			RetentionSettle: c.RetentionSettle, DropInterval: c.RetentionInterval,
 			SessionTimeout: session, HeartbeatInterval: session / 3,
 			DrainTimeout: c.ShutdownTimeout / 2,
 			Logger:       log,
