@@ -29,6 +29,7 @@ const (
 	DefaultTopic      = "allezon-events"
 	DefaultPartitions = 2
 	DefaultRetention  = 24 * time.Hour
+	DefaultGroup      = "allezon-pipeline"
 
 	// SegmentBytes bounds one segment file. Retention drops whole
 	// segments only, and a reload after a crash reads every retained
@@ -69,11 +70,22 @@ type Config struct {
 	Partitions int32
 	// DeadLetterTopic is the pipeline's dead-letter topic, created with one
 	// partition next to Topic. Default Topic + "-dlq" (the pipeline's
-	// default). It has the events' retention.
+	// default). Its batches are dropped by kfake's own rule after Retention.
 	DeadLetterTopic string
-	// Retention is the topic's retention.ms, default 24h: batches whose
-	// newest timestamp is older are dropped, a segment at a time.
+	// Retention is how long events are kept, default 24h: an event of
+	// Topic is deleted once it was appended longer ago AND Committed says
+	// the pipeline has it (see eventsRetention). Other topics follow
+	// kfake's rule: batches whose producer timestamp is older are dropped.
 	Retention time.Duration
+	// Committed reports, per partition of Topic, the next offset the
+	// pipeline committed (in allezon all, the aggregates store's offsets).
+	// Retention never deletes an event at or past it; a partition it does
+	// not name keeps everything, and a failed call deletes nothing. Nil:
+	// the offsets Group committed on this broker.
+	Committed func(context.Context) (map[int32]int64, error)
+	// Group is the consumer group whose offsets bound retention when
+	// Committed is nil, default "allezon-pipeline".
+	Group string
 	// SyncWrites fsyncs every batch before the ack, to survive an OS
 	// crash as well; a process crash loses nothing without it.
 	SyncWrites bool
@@ -100,6 +112,9 @@ func (c *Config) withDefaults() {
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
+	if c.Group == "" {
+		c.Group = DefaultGroup
+	}
 }
 
 // Broker is a running embedded broker.
@@ -107,6 +122,8 @@ type Broker struct {
 	cluster *kfake.Cluster
 	log     *slog.Logger
 	unlock  func()
+
+	retention *eventsRetention
 
 	stop      chan struct{}
 	done      chan struct{}
@@ -172,12 +189,21 @@ func Start(cfg Config) (*Broker, error) {
 		stop:    make(chan struct{}),
 		done:    make(chan struct{}),
 	}
-	for topic, parts := range map[string]int32{cfg.Topic: cfg.Partitions, cfg.DeadLetterTopic: 1} {
-		if err := b.ensureTopic(topic, parts); err != nil {
-			cluster.Close()
-			unlock()
-			return nil, err
-		}
+	b.retention = &eventsRetention{topic: cfg.Topic, retention: cfg.Retention, committed: cfg.Committed, log: cfg.Logger}
+	if b.retention.committed == nil {
+		b.retention.committed = groupCommitted(cluster, cfg.Group, cfg.Topic)
+	}
+	err = b.ensureTopic(cfg.Topic, cfg.Partitions)
+	if err == nil {
+		err = b.noTimeRetention(cfg.Topic)
+	}
+	if err == nil {
+		err = b.ensureTopic(cfg.DeadLetterTopic, 1)
+	}
+	if err != nil {
+		cluster.Close()
+		unlock()
+		return nil, err
 	}
 	// A reload restores the log but not kfake's retention timer (NOTES.md),
 	// and kfake only runs it for topic-level retention configs anyway.
@@ -193,7 +219,8 @@ func Start(cfg Config) (*Broker, error) {
 // it: recreating it would give it a new ID and an empty log.
 func (b *Broker) ensureTopic(topic string, partitions int32) error {
 	if b.cluster.TopicInfo(topic) == nil {
-		if err := b.cluster.CreateTopic(topic, partitions, nil); err != nil {
+		// retention.ms=-1: eventsRetention, not kfake, deletes its events.
+		if err := b.cluster.CreateTopic(topic, partitions, map[string]string{"retention.ms": "-1"}); err != nil {
 			return fmt.Errorf("broker: create topic %s: %w", topic, err)
 		}
 		return nil
@@ -214,14 +241,23 @@ func retentionInterval(retention time.Duration) time.Duration {
 
 func (b *Broker) retentionLoop(every time.Duration) {
 	defer close(b.done)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-b.stop
+		cancel() // a slow Committed must not hold up Close
+	}()
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		select {
 		case <-b.stop:
 			return
-		case <-t.C:
+		case now := <-t.C:
 			b.cluster.ApplyRetention()
+			cctx, cancelPass := context.WithTimeout(ctx, every)
+			b.retention.pass(cctx, b.cluster, now)
+			cancelPass()
 		}
 	}
 }

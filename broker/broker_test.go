@@ -2,6 +2,7 @@ package broker_test
 
 import (
 	"bufio"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -11,10 +12,12 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/allezon/allezon/broker"
 	"github.com/allezon/allezon/broker/brokertest"
@@ -195,42 +198,137 @@ func TestStartRejectsBadAddress(t *testing.T) {
 	}
 }
 
-func TestRetentionDropsOldBatches(t *testing.T) {
-	b, err := broker.Start(broker.Config{Topic: testTopic, Partitions: 1, Retention: time.Second, Logger: quietLogger()})
-	if err != nil {
-		t.Fatalf("start: %v", err)
-	}
-	defer b.Close()
-	addrs := b.Addrs()
-	old := messages(testTopic, 0, 10)
-	for _, m := range old {
-		m.Timestamp = time.Now().Add(-time.Hour)
-	}
-	produce(t, addrs, old)
-
-	client, err := sarama.NewClient(addrs, producerConfig())
-	if err != nil {
-		t.Fatalf("new client: %v", err)
-	}
-	defer client.Close()
+// waitOldest waits until partition 0's log starts at want (5 s at most).
+func waitOldest(t *testing.T, client sarama.Client, want int64) {
+	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		oldest, err := client.GetOffset(testTopic, 0, sarama.OffsetOldest)
 		if err != nil {
 			t.Fatalf("oldest offset: %v", err)
 		}
-		if oldest == int64(len(old)) {
-			break
+		if oldest == want {
+			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("log starts at %d 5 s after producing batches older than the retention, want %d", oldest, len(old))
+			t.Fatalf("log starts at %d, want %d", oldest, want)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// TestRetentionKeepsUncommittedEvents (issue #9, item 8): events past the
+// retention go only once the pipeline committed them, whatever their
+// timestamps say. Batches stamped an hour and 50 years in the past are
+// what a wall clock jumped forward by that much sees; kfake's own rule
+// deleted all of them at its next pass.
+func TestRetentionKeepsUncommittedEvents(t *testing.T) {
+	var committed atomic.Pointer[map[int32]int64]
+	var fail atomic.Bool
+	committed.Store(&map[int32]int64{0: 4})
+	b, err := broker.Start(broker.Config{Topic: testTopic, Partitions: 1, Retention: time.Second, Logger: quietLogger(),
+		Committed: func(context.Context) (map[int32]int64, error) {
+			if fail.Load() {
+				return nil, errors.New("store down")
+			}
+			return *committed.Load(), nil
+		}})
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	defer b.Close()
+	addrs := b.Addrs()
+	old := messages(testTopic, 0, 10)
+	for i, m := range old {
+		m.Timestamp = time.Now().Add(-time.Hour)
+		if i >= 5 {
+			m.Timestamp = time.Unix(0, 0)
+		}
+	}
+	produce(t, addrs, old)
+	client, err := sarama.NewClient(addrs, producerConfig())
+	if err != nil {
+		t.Fatalf("new client: %v", err)
+	}
+	defer client.Close()
+
+	waitOldest(t, client, 4) // expired and committed: gone
+	time.Sleep(2 * time.Second)
+	waitOldest(t, client, 4) // expired, not committed: kept
+	fail.Store(true)
+	committed.Store(&map[int32]int64{0: 10})
+	time.Sleep(2 * time.Second)
+	waitOldest(t, client, 4) // the store cannot say: nothing deleted
+	fail.Store(false)
+	waitOldest(t, client, 10)
+}
+
+// TestRetentionFollowsGroupCommits: a standalone broker, which cannot see
+// the pipeline's store, deletes up to the offsets the pipeline's consumer
+// group committed on it, and a fresh event is kept.
+func TestRetentionFollowsGroupCommits(t *testing.T) {
+	b, err := broker.Start(broker.Config{Topic: testTopic, Partitions: 1, Retention: time.Second, Logger: quietLogger()})
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	defer b.Close()
+	addrs := b.Addrs()
+	produce(t, addrs, messages(testTopic, 0, 10))
+	client, err := sarama.NewClient(addrs, producerConfig())
+	if err != nil {
+		t.Fatalf("new client: %v", err)
+	}
+	defer client.Close()
+	time.Sleep(2 * time.Second)
+	waitOldest(t, client, 0) // nothing committed yet
+
+	// A commit outside a group session, as a simple consumer makes one.
+	coord, err := client.Coordinator(broker.DefaultGroup)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := sarama.NewOffsetCommitRequest(producerConfig(), broker.DefaultGroup)
+	req.ConsumerGroupGeneration = -1
+	req.AddBlock(testTopic, 0, 7, 0, "")
+	resp, err := coord.CommitOffset(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kerr := resp.Errors[testTopic][0]; kerr != sarama.ErrNoError {
+		t.Fatalf("commit: %v", kerr)
+	}
+	waitOldest(t, client, 7)
 	fresh := messages(testTopic, 10, 5)
 	produce(t, addrs, fresh)
-	if got := brokertest.ReadAll(t, addrs, testTopic); len(got) != len(fresh) || got[0].Offset != int64(len(old)) {
-		t.Fatalf("after retention read %v, want the 5 fresh messages from offset %d", got, len(old))
+	if got := brokertest.ReadAll(t, addrs, testTopic); len(got) != 8 || got[0].Offset != 7 {
+		t.Fatalf("read %d events from offset %d, want the 8 from offset 7", len(got), got[0].Offset)
+	}
+}
+
+// TestOlderDataDirGetsNoTimeRetention: an events topic created before the
+// rule gets retention.ms=-1 at start, so kfake stops deleting it by time.
+func TestOlderDataDirGetsNoTimeRetention(t *testing.T) {
+	dir := t.TempDir()
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.DataDir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.CreateTopic(testTopic, 1, nil); err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	b, err := broker.Start(broker.Config{Dir: dir, Topic: testTopic, Partitions: 1, Logger: quietLogger()})
+	if err != nil {
+		t.Fatalf("start: %v", err)
+	}
+	b.Close()
+	c, err = kfake.NewCluster(kfake.NumBrokers(1), kfake.DataDir(dir))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if v := c.TopicInfo(testTopic).Configs["retention.ms"]; v == nil || *v != "-1" {
+		t.Fatalf("retention.ms of the reloaded topic: %v, want -1", v)
 	}
 }
 

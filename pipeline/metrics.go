@@ -74,6 +74,14 @@ var (
 		Name: "allezon_pipeline_sink_errors_total",
 		Help: "Failed reads of stored offsets and failed retention drops on the aggregates store, by operation.",
 	}, []string{"op"})
+	retentionCutoff = promauto.NewGauge(prometheus.GaugeOpts{
+		Name: "allezon_pipeline_retention_cutoff_seconds",
+		Help: "Event time (Unix seconds) of the first minute the aggregates keep, as of the last drop that moved it.",
+	})
+	retentionJumps = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "allezon_pipeline_retention_jumps_total",
+		Help: "Retention drops that moved the cut-off by more than 5 minutes at once (each logged at WARN).",
+	})
 	drops = promauto.NewCounter(prometheus.CounterOpts{
 		Name: "allezon_pipeline_retention_drops_total",
 		Help: "Retention drops that moved the cut-off (minutes older than the retention window deleted).",

@@ -73,16 +73,17 @@ type Config struct {
 	// FlushInterval is how often each partition commits its sums: the
 	// bound on how stale /aggregates is, and on how much a crash re-reads.
 	FlushInterval time.Duration // default 1s
-	// Retention is how much event time, behind the newest event seen, the
-	// aggregates keep; older minutes are dropped.
+	// Retention is how much event time, behind the retention frontier
+	// (see eventClock), the aggregates keep; older minutes are dropped.
 	Retention time.Duration // default 24h
-	// DropInterval is how often (wall time) the worker drops the minutes
-	// behind the retention cut-off.
+	// DropInterval is how often (wall time) the worker samples event time
+	// and drops the minutes behind the retention cut-off. It is at least
+	// twice FlushInterval, so every tick of a live stream sees a commit.
 	DropInterval time.Duration // default 1m
-	// RetentionQuorum is how many events a minute must hold before it
-	// counts as the newest event time for retention, so one stray tag
-	// from the far future cannot drop the real minutes (see eventClock).
-	RetentionQuorum int // default 100
+	// RetentionSettle is how long (wall time) event time must stay ahead
+	// before the retention frontier follows it: a burst of far-future
+	// events shorter than this cannot move it, whatever its size.
+	RetentionSettle time.Duration // default 10m
 
 	// SessionTimeout and HeartbeatInterval tune the consumer group: how
 	// fast a dead worker's partitions move to a live one. Real Kafka
@@ -105,8 +106,8 @@ const (
 	defaultGroup             = "allezon-pipeline"
 	defaultFlushInterval     = time.Second
 	defaultRetention         = 24 * time.Hour
-	defaultRetentionQuorum   = 100
 	defaultDropInterval      = time.Minute
+	defaultRetentionSettle   = 10 * time.Minute
 	defaultSessionTimeout    = 10 * time.Second
 	defaultHeartbeatInterval = 3 * time.Second
 	defaultDrainTimeout      = 5 * time.Second
@@ -135,7 +136,7 @@ func (c Config) withDefaults() Config {
 	c.FlushInterval = cmp.Or(c.FlushInterval, defaultFlushInterval)
 	c.Retention = cmp.Or(c.Retention, defaultRetention)
 	c.DropInterval = cmp.Or(c.DropInterval, defaultDropInterval)
-	c.RetentionQuorum = cmp.Or(c.RetentionQuorum, defaultRetentionQuorum)
+	c.RetentionSettle = cmp.Or(c.RetentionSettle, defaultRetentionSettle)
 	c.SessionTimeout = cmp.Or(c.SessionTimeout, defaultSessionTimeout)
 	c.HeartbeatInterval = cmp.Or(c.HeartbeatInterval, defaultHeartbeatInterval)
 	c.DrainTimeout = cmp.Or(c.DrainTimeout, defaultDrainTimeout)
@@ -153,13 +154,21 @@ func (c Config) validate() error {
 		return errors.New("pipeline: no events topic configured")
 	case c.DeadLetterTopic == c.Topic:
 		return fmt.Errorf("pipeline: the dead-letter topic must not be the events topic %q", c.Topic)
-	case c.FlushInterval < 0, c.Retention < 0, c.DropInterval < 0, c.RetentionQuorum < 0, c.SessionTimeout < 0, c.HeartbeatInterval < 0:
+	case c.FlushInterval < 0, c.Retention < 0, c.DropInterval < 0, c.RetentionSettle < 0, c.SessionTimeout < 0, c.HeartbeatInterval < 0:
 		return errors.New("pipeline: negative duration in config")
+	case c.RetentionSettle/c.dropTick() > maxRetentionSamples:
+		return fmt.Errorf("pipeline: retention settle period %v holds more than %d drop intervals of %v", c.RetentionSettle, maxRetentionSamples, c.dropTick())
 	case c.HeartbeatInterval >= c.SessionTimeout:
 		return fmt.Errorf("pipeline: heartbeat interval %v must be below the session timeout %v", c.HeartbeatInterval, c.SessionTimeout)
 	}
 	return nil
 }
+
+// maxRetentionSamples bounds the samples eventClock keeps per settle period.
+const maxRetentionSamples = 100_000
+
+// dropTick is the retention tick: DropInterval, at least two flushes.
+func (c Config) dropTick() time.Duration { return max(c.DropInterval, 2*c.FlushInterval) }
 
 func (c Config) sarama() *sarama.Config {
 	sc := eventlog.NewSaramaConfig("allezon-pipeline")
@@ -201,7 +210,7 @@ func Run(ctx context.Context, cfg Config, sink Sink) error {
 		cfg:   cfg,
 		sink:  sink,
 		log:   cfg.Logger.With("component", "pipeline", "topic", cfg.Topic, "group", cfg.Group),
-		clock: newEventClock(cfg.RetentionQuorum),
+		clock: newEventClock(cfg.RetentionSettle),
 		parts: map[int32]*partitionState{},
 	}
 
@@ -209,7 +218,8 @@ func Run(ctx context.Context, cfg Config, sink Sink) error {
 	wg.Go(func() { w.retain(ctx) })
 	defer wg.Wait()
 
-	w.log.Info("pipeline starting", "brokers", cfg.Brokers, "flush_interval", cfg.FlushInterval, "retention", cfg.Retention)
+	w.log.Info("pipeline starting", "brokers", cfg.Brokers, "flush_interval", cfg.FlushInterval, "retention", cfg.Retention,
+		"retention_settle", cfg.RetentionSettle, "drop_interval", cfg.dropTick())
 	bo := backoff{}
 	for ctx.Err() == nil {
 		if err := w.runGroup(ctx, &bo); err != nil && ctx.Err() == nil {
@@ -228,7 +238,7 @@ type worker struct {
 	sink Sink
 	log  *slog.Logger
 
-	// clock is how far committed event time has got, for retention.
+	// clock is the retention frontier of committed event time.
 	clock *eventClock
 	// cellsHint is the largest number of cells one flush has held, so the
 	// accumulators of later sessions start at that size.
@@ -395,26 +405,27 @@ func rebalanceNoise(err error) bool {
 		errors.Is(err, sarama.ErrUnknownMemberId)
 }
 
-// retain drops, about every DropInterval, the minutes that fell out of the
-// retention window behind the newest confirmed minute (eventClock).
+// retain drops, every drop tick, the minutes that fell out of the
+// retention window behind the frontier of eventClock.
 func (w *worker) retain(ctx context.Context) {
-	t := time.NewTicker(w.cfg.DropInterval)
+	t := time.NewTicker(w.cfg.dropTick())
 	defer t.Stop()
 	keepMinutes := int64((w.cfg.Retention + time.Minute - 1) / time.Minute)
-	dropped := int64(math.MinInt64)
+	dropped := int64(noSample) // the cut-off of the last successful drop
 	for {
+		var now time.Time
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case now = <-t.C:
 		}
-		newest, ok := w.clock.newest()
+		frontier, ok := w.clock.tick(now)
 		if !ok {
 			continue
 		}
-		// Minute newest-keepMinutes still holds events within Retention
-		// of the newest one, so it is the first minute kept.
-		cutoff := newest - keepMinutes
+		// Minute frontier-keepMinutes still holds events within Retention
+		// of the frontier, so it is the first minute kept.
+		cutoff := frontier - keepMinutes
 		// The drop runs again on every tick, also when the cut-off did not
 		// move: a partition that lags behind another may commit sums of a
 		// minute the other's progress already dropped, and those must go
@@ -430,10 +441,31 @@ func (w *worker) retain(ctx context.Context) {
 			continue
 		}
 		if cutoff > dropped {
+			w.cutoffMoved(dropped, cutoff)
 			dropped = cutoff
-			drops.Inc()
-			w.log.Debug("retention drop", "before_minute", cutoff)
 		}
+	}
+}
+
+// retentionJumpMinutes is how far the cut-off may move in one drop before
+// the drop is logged at WARN and counted as a jump.
+const retentionJumpMinutes = 5
+
+// cutoffMoved reports a drop that moved the cut-off from prev (noSample:
+// the first of this process) to cutoff.
+func (w *worker) cutoffMoved(prev, cutoff int64) {
+	drops.Inc()
+	retentionCutoff.Set(float64(cutoff) * 60)
+	at := func(m int64) time.Time { return time.UnixMilli(m * 60_000).UTC() }
+	switch {
+	case prev == noSample:
+		w.log.Info("retention cut-off set: minutes before it are dropped", "cutoff", at(cutoff))
+	case cutoff-prev > retentionJumpMinutes:
+		retentionJumps.Inc()
+		w.log.Warn("retention cut-off jumped: many minutes dropped at once",
+			"old_cutoff", at(prev), "new_cutoff", at(cutoff), "minutes", cutoff-prev)
+	default:
+		w.log.Debug("retention drop", "cutoff", at(cutoff))
 	}
 }
 

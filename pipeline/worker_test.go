@@ -728,38 +728,33 @@ func TestRunSkipsUndecodableEvents(t *testing.T) {
 	}
 }
 
+// TestRunDropsMinutesBehindRetention: a stream that moves forward for
+// longer than the settle period moves the cut-off (eventClock), minutes
+// behind it are dropped, and nothing within Retention of the stream is.
 func TestRunDropsMinutesBehindRetention(t *testing.T) {
 	f := newFixture(t)
 	tags := genTags(7, 3000, t0, 200) // 600 s: 10 minutes of event time
-	f.produce(tags, 0)
 	cfg := f.config("g-retention")
 	cfg.Retention = 3 * time.Minute
-	cfg.DropInterval = 50 * time.Millisecond
+	cfg.DropInterval = 200 * time.Millisecond
+	cfg.RetentionSettle = 400 * time.Millisecond
 	drops0 := counterValue(drops)
 	stop := f.start(cfg, f.store)
+	f.produceSlowly(tags, 50, 40*time.Millisecond) // ~2.5 s, longer than the settle period
 	f.waitCommitted(20 * time.Second)
-
-	newest := tags[len(tags)-1].TimeMs
-	cutoff := schemas.MinuteOf(newest) - 3
-	// The minute before the cut-off had tags; it must become empty.
-	q := schemas.AggregateQuery{Action: schemas.View, FromMinute: cutoff - 1, ToMinute: cutoff}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got, err := f.store.Query(context.Background(), &q)
-		if err != nil {
-			t.Fatalf("query: %v", err)
-		}
-		if got[0] == (schemas.Totals{}) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("minute %d, behind the retention cut-off %d, still holds %+v", cutoff-1, cutoff, got[0])
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	time.Sleep(2 * cfg.DropInterval) // a drop after the last commit
 	stop()
 	if counterValue(drops) == drops0 {
-		t.Error("retention drops metric did not move")
+		t.Fatal("retention drops metric did not move")
+	}
+	var g dto.Metric
+	if err := retentionCutoff.Write(&g); err != nil {
+		t.Fatal(err)
+	}
+	cutoff := int64(g.GetGauge().GetValue()) / 60
+	first, newest := schemas.MinuteOf(tags[0].TimeMs), schemas.MinuteOf(tags[len(tags)-1].TimeMs)
+	if cutoff <= first || cutoff > newest-3 {
+		t.Fatalf("cut-off minute %d, want within (%d, %d]: the stream moved it, never past Retention behind it", cutoff, first, newest-3)
 	}
 	// Everything from the cut-off on is intact; before it, nothing is left.
 	f.checkExact(cutoff)
@@ -787,6 +782,10 @@ func TestRunRejectsBadConfig(t *testing.T) {
 		{"negative flush interval", func(c *Config) { c.FlushInterval = -time.Second }},
 		{"heartbeat not below session", func(c *Config) { c.SessionTimeout, c.HeartbeatInterval = time.Second, time.Second }},
 		{"dead letters into the events topic", func(c *Config) { c.DeadLetterTopic = c.Topic }},
+		{"negative retention settle", func(c *Config) { c.RetentionSettle = -time.Second }},
+		{"settle period of too many ticks", func(c *Config) {
+			c.RetentionSettle, c.DropInterval, c.FlushInterval = 24*time.Hour, time.Millisecond, time.Millisecond
+		}},
 	}
 	store := newFaultySink(nil)
 	for _, tc := range tests {
@@ -809,6 +808,7 @@ func TestRunRejectsBadConfig(t *testing.T) {
 			t.Fatalf("defaults do not validate: %v", err)
 		}
 		if c.Group != defaultGroup || c.FlushInterval != time.Second || c.Retention != 24*time.Hour ||
+			c.RetentionSettle != 10*time.Minute || c.dropTick() != time.Minute ||
 			c.SessionTimeout != 10*time.Second || c.HeartbeatInterval != 3*time.Second || c.Logger == nil ||
 			c.DeadLetterTopic != "t-dlq" || c.MaxFuture != schemas.DefaultMaxFuture {
 			t.Errorf("defaults: %+v", c)

@@ -103,7 +103,8 @@ func run(ctx context.Context, c *config, withGateway, withPipeline bool) error {
 	startAdmin(c.AdminAddr, log, &cl)
 	health := map[string]gateway.Pinger{}
 
-	brokers, topic, err := startEvents(c, log, &cl)
+	var stored storedOffsets
+	brokers, topic, err := startEvents(c, log, &cl, stored.committed)
 	if err != nil {
 		return err
 	}
@@ -112,6 +113,8 @@ func run(ctx context.Context, c *config, withGateway, withPipeline bool) error {
 		return err
 	}
 	cl.add("aggregates", agg.Close)
+	stored.set(agg, topic)
+	cl.add("broker retention bound", func() error { stored.set(nil, ""); return nil })
 	health["aggregates"] = agg
 	if withGateway && !withPipeline && strings.HasPrefix(c.Aggregates, "pebble://") {
 		log.Warn("the gateway alone reads a Pebble aggregates store that only a pipeline in the same process writes; use --aggregates postgres://... with a separate pipeline")
@@ -144,7 +147,7 @@ func run(ctx context.Context, c *config, withGateway, withPipeline bool) error {
 
 // startEvents starts the embedded broker when asked to, and says where the
 // event log is.
-func startEvents(c *config, log *slog.Logger, cl *closers) ([]string, string, error) {
+func startEvents(c *config, log *slog.Logger, cl *closers, committed func(context.Context) (map[int32]int64, error)) ([]string, string, error) {
 	if !c.embeddedEvents() {
 		return kafkaURL(c.Events)
 	}
@@ -154,6 +157,7 @@ func startEvents(c *config, log *slog.Logger, cl *closers) ([]string, string, er
 		Topic:      defaultTopic,
 		Partitions: int32(c.Partitions),
 		Retention:  c.EventsRetention,
+		Committed:  committed,
 		Logger:     log,
 	})
 	if err != nil {
@@ -161,6 +165,39 @@ func startEvents(c *config, log *slog.Logger, cl *closers) ([]string, string, er
 	}
 	cl.add("broker", func() error { b.Close(); return nil })
 	return b.Addrs(), defaultTopic, nil
+}
+
+// storedOffsets bounds the embedded broker's retention by the offsets in
+// the aggregates store: the pipeline's own record of what it counted, which
+// it resumes from (Kafka's group offsets may run ahead of it after a
+// PostgreSQL failover lost commits). Until the store is open, and once it
+// closes, it names no partition, so nothing is deleted.
+type storedOffsets struct {
+	mu    sync.Mutex
+	store interface {
+		Offsets(ctx context.Context, topic string) (map[int32]int64, error)
+	}
+	topic string
+}
+
+func (s *storedOffsets) set(store aggregates.Store, topic string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.store, s.topic = store, topic
+}
+
+func (s *storedOffsets) committed(ctx context.Context) (map[int32]int64, error) {
+	s.mu.Lock()
+	store, topic := s.store, s.topic
+	s.mu.Unlock()
+	if store == nil {
+		return map[int32]int64{}, nil
+	}
+	offs, err := store.Offsets(ctx, topic)
+	if err != nil {
+		return nil, fmt.Errorf("stored offsets of %s: %w", topic, err)
+	}
+	return offs, nil
 }
 
 // openAggregates opens the aggregates store; the pipeline migrates a
@@ -205,6 +242,7 @@ func startPipeline(ctx context.Context, c *config, log *slog.Logger, brokers []s
 		err := pipeline.Run(pctx, pipeline.Config{
 			Brokers: brokers, Topic: topic, Group: c.Group,
 			FlushInterval: c.FlushInterval, Retention: c.Retention,
+			RetentionSettle: c.RetentionSettle, DropInterval: c.RetentionInterval,
 			SessionTimeout: session, HeartbeatInterval: session / 3,
 			DrainTimeout: c.ShutdownTimeout / 2,
 			Logger:       log,

@@ -54,6 +54,9 @@ type config struct {
 	FlushInterval  time.Duration
 	Retention      time.Duration
 	SessionTimeout time.Duration
+	// RetentionSettle and RetentionInterval: see pipeline.Config.
+	RetentionSettle   time.Duration
+	RetentionInterval time.Duration
 
 	ShutdownTimeout time.Duration
 	LogLevel        string
@@ -145,7 +148,9 @@ func withPasswordFile(dsn, file string) (string, error) {
 func (c *config) pipelineFlags(fs *flagSet) {
 	fs.String(&c.Group, "group", "ALLEZON_GROUP", "allezon-pipeline", "consumer group of the stream workers")
 	fs.Duration(&c.FlushInterval, "flush-interval", "ALLEZON_FLUSH_INTERVAL", time.Second, "how often workers commit aggregates")
-	fs.Duration(&c.Retention, "retention", "ALLEZON_RETENTION", 24*time.Hour, "aggregates kept behind the newest event time")
+	fs.Duration(&c.Retention, "retention", "ALLEZON_RETENTION", 24*time.Hour, "event time the aggregates keep behind the retention frontier")
+	fs.Duration(&c.RetentionSettle, "retention-settle", "ALLEZON_RETENTION_SETTLE", 10*time.Minute, "wall time event time must stay ahead before retention follows it (shorter bursts never move it)")
+	fs.Duration(&c.RetentionInterval, "retention-interval", "ALLEZON_RETENTION_INTERVAL", time.Minute, "how often a worker samples event time and drops old minutes (at least 2 flush intervals)")
 	fs.Duration(&c.SessionTimeout, "session-timeout", "ALLEZON_SESSION_TIMEOUT", 0, "consumer group session timeout (0: 1s on the embedded broker, 10s on Kafka)")
 }
 

@@ -41,7 +41,8 @@ func runBroker(ctx context.Context, args []string) error {
 	fs.String(&c.DataDir, "data", "ALLEZON_DATA_DIR", "./data", "data directory")
 	fs.String(&c.BrokerAddr, "broker-addr", "ALLEZON_BROKER_ADDR", "127.0.0.1:9092", "listen address")
 	fs.Int(&c.Partitions, "partitions", "ALLEZON_PARTITIONS", 2, "partitions of the events topic")
-	fs.Duration(&c.EventsRetention, "events-retention", "ALLEZON_EVENTS_RETENTION", 24*60*60*1e9, "how long events are kept")
+	fs.Duration(&c.EventsRetention, "events-retention", "ALLEZON_EVENTS_RETENTION", 24*60*60*1e9, "how long events are kept (once the group committed them)")
+	fs.String(&c.Group, "group", "ALLEZON_GROUP", "allezon-pipeline", "consumer group of the stream workers: retention never deletes what it has not committed")
 	fs.String(&c.LogLevel, "log-level", "ALLEZON_LOG_LEVEL", "info", "debug, info, warn or error")
 	fs.String(&c.LogFormat, "log-format", "ALLEZON_LOG_FORMAT", "text", "text or json")
 	if err := fs.parse(args); err != nil {
@@ -53,7 +54,7 @@ func runBroker(ctx context.Context, args []string) error {
 	}
 	b, err := broker.Start(broker.Config{
 		Dir: filepath.Join(c.DataDir, "events"), Addr: c.BrokerAddr, Topic: defaultTopic,
-		Partitions: int32(c.Partitions), Retention: c.EventsRetention, Logger: log,
+		Partitions: int32(c.Partitions), Retention: c.EventsRetention, Group: c.Group, Logger: log,
 	})
 	if err != nil {
 		return err
