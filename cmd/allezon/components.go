@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/allezon/allezon/broker"
+	"github.com/allezon/allezon/diskfloor"
 	"github.com/allezon/allezon/gateway"
 	"github.com/allezon/allezon/gateway/profiles"
 	"github.com/allezon/allezon/gateway/publish"
@@ -97,6 +98,14 @@ func run(ctx context.Context, c *config, withGateway, withPipeline bool) error {
 	defer cl.close(log)
 	startAdmin(c.AdminAddr, log, &cl)
 	health := map[string]gateway.Pinger{}
+	disk, err := startDiskFloor(c, log, withGateway, withPipeline)
+	if err != nil {
+		return err
+	}
+	if disk != nil {
+		cl.add("diskfloor", func() error { disk.Close(); return nil })
+		health["disk"] = disk
+	}
 
 	brokers, topic, err := startEvents(c, log, &cl)
 	if err != nil {
@@ -115,11 +124,14 @@ func run(ctx context.Context, c *config, withGateway, withPipeline bool) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if withPipeline {
-		stop := startPipeline(ctx, c, log, brokers, topic, agg, cancel)
+		stop := startPipeline(ctx, c, log, brokers, topic, agg, disk, cancel)
 		cl.add("pipeline", stop)
 	}
 
 	b := gateway.Backends{Health: health}
+	if disk != nil {
+		b.Writes = disk
+	}
 	if withGateway {
 		prof, err := profiles.Open(ctx, c.Profiles, profiles.Options{Logger: log})
 		if err != nil {
@@ -135,6 +147,20 @@ func run(ctx context.Context, c *config, withGateway, withPipeline bool) error {
 		health["profiles"], health["events"] = prof, pub
 	}
 	return serveHTTP(ctx, c, log, b, cancel)
+}
+
+// startDiskFloor watches the free space under the embedded data this
+// process writes; nil when there is none, or --min-free-disk is 0.
+func startDiskFloor(c *config, log *slog.Logger, withGateway, withPipeline bool) (*diskfloor.Watcher, error) {
+	floor, err := diskfloor.ParseFloor(c.MinFreeDisk)
+	if err != nil {
+		return nil, fmt.Errorf("min-free-disk: %w", err)
+	}
+	paths := c.diskPaths(withGateway, withPipeline)
+	if floor.Off() || len(paths) == 0 {
+		return nil, nil
+	}
+	return diskfloor.Start(diskfloor.Config{Paths: paths, Floor: floor, Logger: log}), nil
 }
 
 // startEvents starts the embedded broker when asked to, and says where the
@@ -184,7 +210,7 @@ func isPostgres(dsn string) bool {
 // in reverse order), so the worker's drain then reaches every event of the
 // log.
 func startPipeline(ctx context.Context, c *config, log *slog.Logger, brokers []string, topic string,
-	sink pipeline.Sink, fail context.CancelCauseFunc) func() error {
+	sink pipeline.Sink, disk *diskfloor.Watcher, fail context.CancelCauseFunc) func() error {
 	session := c.SessionTimeout
 	if session <= 0 {
 		session = 10 * time.Second
@@ -197,13 +223,17 @@ func startPipeline(ctx context.Context, c *config, log *slog.Logger, brokers []s
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := pipeline.Run(pctx, pipeline.Config{
+		cfg := pipeline.Config{
 			Brokers: brokers, Topic: topic, Group: c.Group,
 			FlushInterval: c.FlushInterval, Retention: c.Retention,
 			SessionTimeout: session, HeartbeatInterval: session / 3,
 			DrainTimeout: c.ShutdownTimeout / 2,
 			Logger:       log,
-		}, sink)
+		}
+		if disk != nil {
+			cfg.Writes = disk
+		}
+		err := pipeline.Run(pctx, cfg, sink)
 		if err != nil {
 			fail(fmt.Errorf("pipeline: %w", err))
 		}
