@@ -160,8 +160,17 @@ func startDiskFloor(c *config, log *slog.Logger, withGateway, withPipeline bool)
 	if floor.Off() || len(paths) == 0 {
 		return nil, nil
 	}
+	if floor.Bytes < pebbleWALReserve && floor.Percent == 0 {
+		log.Warn("min-free-disk is below what the Pebble stores preallocate at once for new WALs: a preallocation may fill the disk and crash the process",
+			"min_free_disk", floor.String(), "recommended_at_least", diskfloor.FormatBytes(pebbleWALReserve))
+	}
 	return diskfloor.Start(diskfloor.Config{Paths: paths, Floor: floor, Logger: log}), nil
 }
+
+// pebbleWALReserve is what both Pebble stores preallocate when each
+// starts a new WAL: 110 % of its memtable (64 MiB profiles, 32 MiB
+// aggregates), in one go. Above the floor it must fit.
+const pebbleWALReserve = 128 << 20
 
 // startEvents starts the embedded broker when asked to, and says where the
 // event log is.
