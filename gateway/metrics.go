@@ -62,6 +62,10 @@ var (
 		Name: "allezon_breaker_rejected_total",
 		Help: "Backend calls an open or half-open circuit breaker refused (answered 503 at once), by backend.",
 	}, []string{"backend"})
+	tagsRefusedByGate = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "allezon_tags_refused_disk_floor_total",
+		Help: "Tags refused with 503 before any store was touched, because free disk space was below --min-free-disk.",
+	})
 	debugMismatches = promauto.NewCounterVec(prometheus.CounterOpts{
 		Name: "allezon_debug_mismatches_total",
 		Help: "Queries whose answer differed from the expected answer in the request body (builds with -tags querydebug).",

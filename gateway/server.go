@@ -41,6 +41,13 @@ type Pinger interface {
 	Ping(ctx context.Context) error
 }
 
+// WriteGate says whether the gateway may write now (satisfied by
+// diskfloor.Watcher): a non-nil Err, such as free disk space below its
+// floor, refuses tags with 503 before any store is touched.
+type WriteGate interface {
+	Err() error
+}
+
 // Backends are the stores and the event log the gateway talks to. Health
 // names every backend to ping under the name /health reports it by. With
 // no Profiles the server is an ops server: only /health and /metrics, as
@@ -50,6 +57,8 @@ type Backends struct {
 	Events     Publisher
 	Aggregates AggregateReader
 	Health     map[string]Pinger
+	// Writes, when set, is asked before each tag is stored.
+	Writes WriteGate
 }
 
 // Config holds the gateway's HTTP settings.

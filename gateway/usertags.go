@@ -11,6 +11,10 @@ import (
 	"github.com/valyala/fasthttp"
 )
 
+// writesHeldRetryAfter is the Retry-After, in seconds, of a tag refused by
+// the write gate: a full disk does not free itself within a second.
+const writesHeldRetryAfter = "5"
+
 // tagScratch is the per-request working memory of POST /user_tags, pooled
 // so the hot path does not allocate it each time.
 type tagScratch struct {
@@ -44,6 +48,17 @@ func (s *Server) userTags(ctx *fasthttp.RequestCtx, rid string, body []byte) {
 	if err := schemas.CheckNotFuture(sc.tag.TimeMs, ctx.Time().UnixMilli(), s.cfg.MaxFuture); err != nil {
 		writeError(ctx, fasthttp.StatusBadRequest, err.Error()+": at most "+s.cfg.MaxFuture.String()+" ahead")
 		return
+	}
+	if s.b.Writes != nil {
+		// Before any store is touched: a store that runs out of disk
+		// may not fail cleanly (Pebble panics on a failed WAL write).
+		// Counted; the gate logs its own transitions, not each tag.
+		if err := s.b.Writes.Err(); err != nil {
+			tagsRefusedByGate.Inc()
+			writeError(ctx, fasthttp.StatusServiceUnavailable, "tag not stored, retry later: "+err.Error())
+			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, writesHeldRetryAfter)
+			return
+		}
 	}
 	sc.json = schemas.AppendUserTagJSON(sc.json[:0], &sc.tag)
 	// The event log may keep the key and value after Publish returns (a

@@ -36,6 +36,10 @@ var (
 		Name: "allezon_pipeline_commit_errors_total",
 		Help: "Failed commits by reason (fenced: the stored offset moved; store: the store failed; data: the store refused several events' sums as data; dead_letter: the dead-letter topic did not acknowledge). The deltas are dropped and re-read.",
 	}, []string{"reason"})
+	commitsHeld = promauto.NewCounter(prometheus.CounterOpts{
+		Name: "allezon_pipeline_commits_held_total",
+		Help: "Flushes of a partition not committed because the write gate held writes (free disk below --min-free-disk); the sums wait for a later flush.",
+	})
 	flushDuration = promauto.NewHistogram(prometheus.HistogramOpts{
 		Name:    "allezon_pipeline_flush_duration_seconds",
 		Help:    "Time one partition's commit to the aggregates store took.",

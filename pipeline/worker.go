@@ -99,7 +99,17 @@ type Config struct {
 	// commit what was consumed and stop.
 	DrainTimeout time.Duration // default 5s
 
+	// Writes, when set, holds the worker's writes to the sink while its
+	// Err is not nil (diskfloor.Watcher: free disk below the floor): no
+	// commit and no retention drop then, see claimState.flush.
+	Writes WriteGate
+
 	Logger *slog.Logger // default slog.Default()
+}
+
+// WriteGate says whether the worker may write to its sink now.
+type WriteGate interface {
+	Err() error
 }
 
 const (
@@ -247,6 +257,26 @@ type worker struct {
 	// mu guards parts, which the claims of several partitions update.
 	mu    sync.Mutex
 	parts map[int32]*partitionState
+	// holding is set while the write gate holds commits, so the hold is
+	// logged once per outage rather than per claim and tick.
+	holding atomic.Bool
+}
+
+// held reports whether the write gate holds the sink's writes now, and
+// logs the changes.
+func (w *worker) held() bool {
+	if w.cfg.Writes == nil {
+		return false
+	}
+	err := w.cfg.Writes.Err()
+	if was := w.holding.Swap(err != nil); was != (err != nil) {
+		if err != nil {
+			w.log.Warn("holding commits and retention drops: the sink cannot write now; each claim keeps its sums and position", "err", err)
+		} else {
+			w.log.Info("commits resume")
+		}
+	}
+	return err != nil
 }
 
 // runGroup connects to Kafka and runs consumer group sessions until ctx
@@ -420,7 +450,7 @@ func (w *worker) retain(ctx context.Context) {
 		case now = <-t.C:
 		}
 		frontier, ok := w.clock.tick(now)
-		if !ok {
+		if !ok || w.held() {
 			continue
 		}
 		// Minute frontier-keepMinutes still holds events within Retention
@@ -787,6 +817,13 @@ func (c *claimState) flush() bool {
 		c.consumed = 0
 	}
 	if c.next == c.flushed {
+		return true
+	}
+	if c.h.w.held() {
+		// An outage, not a failure: keep the sums and the position and
+		// commit them at a later tick. If the claim ends first, they are
+		// dropped and re-read from the stored offsets, exactly once.
+		commitsHeld.Inc()
 		return true
 	}
 	offsets := []aggregates.PartitionOffset{{Topic: c.topic, Partition: c.part, Prev: c.prev, Next: c.next}}

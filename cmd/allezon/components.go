@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/allezon/allezon/broker"
+	"github.com/allezon/allezon/diskfloor"
 	"github.com/allezon/allezon/gateway"
 	"github.com/allezon/allezon/gateway/profiles"
 	"github.com/allezon/allezon/gateway/publish"
@@ -102,6 +103,14 @@ func run(ctx context.Context, c *config, withGateway, withPipeline bool) error {
 	defer cl.close(log)
 	startAdmin(c.AdminAddr, log, &cl)
 	health := map[string]gateway.Pinger{}
+	disk, err := startDiskFloor(c, log, withGateway, withPipeline)
+	if err != nil {
+		return err
+	}
+	if disk != nil {
+		cl.add("diskfloor", func() error { disk.Close(); return nil })
+		health["disk"] = disk
+	}
 
 	var stored storedOffsets
 	brokers, topic, err := startEvents(c, log, &cl, stored.committed)
@@ -123,11 +132,14 @@ func run(ctx context.Context, c *config, withGateway, withPipeline bool) error {
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	if withPipeline {
-		stop := startPipeline(ctx, c, log, brokers, topic, agg, cancel)
+		stop := startPipeline(ctx, c, log, brokers, topic, agg, disk, cancel)
 		cl.add("pipeline", stop)
 	}
 
 	b := gateway.Backends{Health: health}
+	if disk != nil {
+		b.Writes = disk
+	}
 	if withGateway {
 		prof, err := profiles.Open(ctx, c.Profiles, profiles.Options{Logger: log})
 		if err != nil {
@@ -144,6 +156,29 @@ func run(ctx context.Context, c *config, withGateway, withPipeline bool) error {
 	}
 	return serveHTTP(ctx, c, log, b, cancel)
 }
+
+// startDiskFloor watches the free space under the embedded data this
+// process writes; nil when there is none, or --min-free-disk is 0.
+func startDiskFloor(c *config, log *slog.Logger, withGateway, withPipeline bool) (*diskfloor.Watcher, error) {
+	floor, err := diskfloor.ParseFloor(c.MinFreeDisk)
+	if err != nil {
+		return nil, fmt.Errorf("min-free-disk: %w", err)
+	}
+	paths := c.diskPaths(withGateway, withPipeline)
+	if floor.Off() || len(paths) == 0 {
+		return nil, nil
+	}
+	if floor.Bytes < pebbleWALReserve && floor.Percent == 0 {
+		log.Warn("min-free-disk is below what the Pebble stores preallocate at once for new WALs: a preallocation may fill the disk and crash the process",
+			"min_free_disk", floor.String(), "recommended_at_least", diskfloor.FormatBytes(pebbleWALReserve))
+	}
+	return diskfloor.Start(diskfloor.Config{Paths: paths, Floor: floor, Logger: log}), nil
+}
+
+// pebbleWALReserve is what both Pebble stores preallocate when each
+// starts a new WAL: 110 % of its memtable (64 MiB profiles, 32 MiB
+// aggregates), in one go. Above the floor it must fit.
+const pebbleWALReserve = 128 << 20
 
 // startEvents starts the embedded broker when asked to, and says where the
 // event log is.
@@ -226,7 +261,7 @@ func isPostgres(dsn string) bool {
 // in reverse order), so the worker's drain then reaches every event of the
 // log.
 func startPipeline(ctx context.Context, c *config, log *slog.Logger, brokers []string, topic string,
-	sink pipeline.Sink, fail context.CancelCauseFunc) func() error {
+	sink pipeline.Sink, disk *diskfloor.Watcher, fail context.CancelCauseFunc) func() error {
 	session := c.SessionTimeout
 	if session <= 0 {
 		session = 10 * time.Second
@@ -239,14 +274,18 @@ func startPipeline(ctx context.Context, c *config, log *slog.Logger, brokers []s
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		err := pipeline.Run(pctx, pipeline.Config{
+		cfg := pipeline.Config{
 			Brokers: brokers, Topic: topic, Group: c.Group,
 			FlushInterval: c.FlushInterval, Retention: c.Retention,
 			RetentionSettle: c.RetentionSettle, DropInterval: c.RetentionInterval,
 			SessionTimeout: session, HeartbeatInterval: session / 3,
 			DrainTimeout: c.ShutdownTimeout / 2,
 			Logger:       log,
-		}, sink)
+		}
+		if disk != nil {
+			cfg.Writes = disk
+		}
+		err := pipeline.Run(pctx, cfg, sink)
 		if err != nil {
 			fail(fmt.Errorf("pipeline: %w", err))
 		}

@@ -58,6 +58,10 @@ type config struct {
 	RetentionSettle   time.Duration
 	RetentionInterval time.Duration
 
+	// MinFreeDisk is the free space kept on the data directories' file
+	// systems (diskfloor.ParseFloor); below it writes stop.
+	MinFreeDisk string
+
 	ShutdownTimeout time.Duration
 	LogLevel        string
 	LogFormat       string
@@ -70,6 +74,7 @@ func (c *config) commonFlags(fs *flagSet, httpDefault string) {
 	fs.String(&c.OpsAddr, "ops-http", "ALLEZON_OPS_HTTP", "", "listener of /metrics and /health apart from the API, which then answers them 404 (empty: both on --http)")
 	fs.String(&c.AdminAddr, "admin", "ALLEZON_ADMIN_ADDR", "127.0.0.1:6060", "pprof listener, apart from the API (empty: off)")
 	fs.String(&c.DataDir, "data", "ALLEZON_DATA_DIR", "./data", "data directory of the embedded backends")
+	fs.String(&c.MinFreeDisk, "min-free-disk", "ALLEZON_MIN_FREE_DISK", "1GiB", "free space kept on the file systems of the embedded data (size, % of the file system, or both: the larger); below it tags get 503 and pipeline commits wait (0: off)")
 	fs.Duration(&c.ShutdownTimeout, "shutdown-timeout", "ALLEZON_SHUTDOWN_TIMEOUT", 10*time.Second, "how long a SIGTERM may take: half to finish requests in flight, half for the pipeline to commit up to the log's end")
 	fs.String(&c.LogLevel, "log-level", "ALLEZON_LOG_LEVEL", "info", "debug, info, warn or error")
 	fs.String(&c.LogFormat, "log-format", "ALLEZON_LOG_FORMAT", "text", "text or json")
@@ -173,6 +178,29 @@ func (c *config) resolve() {
 	if c.Aggregates == "" {
 		c.Aggregates = "pebble://" + filepath.Join(c.DataDir, "aggregates")
 	}
+}
+
+// diskPaths are the directories of the embedded data this process writes:
+// the data dir first when a default store lies in it, so a full disk is
+// reported under that name, then each store's own directory (another
+// mount, perhaps). diskfloor keeps one path per file system.
+func (c *config) diskPaths(withGateway, withPipeline bool) []string {
+	var dirs []string
+	if c.embeddedEvents() {
+		dirs = append(dirs, filepath.Join(c.DataDir, "events"))
+	}
+	if dir, ok := strings.CutPrefix(c.Profiles, "pebble://"); ok && withGateway {
+		dirs = append(dirs, dir)
+	}
+	if dir, ok := strings.CutPrefix(c.Aggregates, "pebble://"); ok && withPipeline {
+		dirs = append(dirs, dir)
+	}
+	for _, d := range dirs {
+		if rel, err := filepath.Rel(c.DataDir, d); err == nil && !strings.HasPrefix(rel, "..") {
+			return append([]string{c.DataDir}, dirs...)
+		}
+	}
+	return dirs
 }
 
 // embeddedEvents reports whether the event log is the in-process broker.
