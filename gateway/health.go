@@ -35,12 +35,16 @@ var (
 	}, []string{"backend"})
 )
 
-// PublicHealthError marks a health check's error as safe to show on the API
-// port: its text names no host, address or path. Other errors show there as
-// "unavailable"; the ops listener and the log always have the full text.
-func PublicHealthError(err error) error { return publicError{err} }
+// PublicHealthError gives a health check's error a text for the API port,
+// public, which must name no host, address or path. Other errors show
+// there as "unavailable"; the ops listener and the log always have err's
+// full text.
+func PublicHealthError(public string, err error) error { return publicError{err, public} }
 
-type publicError struct{ error }
+type publicError struct {
+	error
+	public string
+}
 
 func (e publicError) Unwrap() error { return e.error }
 
@@ -219,7 +223,9 @@ func healthText(err error, detailed bool) string {
 		return err.Error()
 	case errors.As(err, &open):
 		return "circuit breaker open"
-	case errors.Is(err, errNotChecked), errors.As(err, &public):
+	case errors.As(err, &public):
+		return public.public
+	case errors.Is(err, errNotChecked):
 		return err.Error()
 	}
 	return "unavailable"

@@ -66,12 +66,12 @@ func TestHealthFollowsBackends(t *testing.T) {
 	_, api, ops := serveWithOps(t, gateway.Config{HealthInterval: 100 * time.Millisecond},
 		gateway.Backends{Health: map[string]gateway.Pinger{"db": db, "disk": disk}})
 	db.fail(errors.New("dial tcp 10.0.0.7:5432: connection refused"))
-	disk.fail(gateway.PublicHealthError(errors.New("free space below the floor")))
+	disk.fail(gateway.PublicHealthError("free space below the floor", errors.New("free space 3MiB below the floor 128MiB on /data")))
 	waitFor(t, "degraded", 3*time.Second, func() bool {
 		return strings.Contains(get(t, "http://"+ops+"/health"), `"db":"dial tcp 10.0.0.7:5432: connection refused"`)
 	})
 	detailed := get(t, "http://"+ops+"/health")
-	if !strings.Contains(detailed, `"status":"degraded"`) || !strings.Contains(detailed, `"disk":"free space below the floor"`) {
+	if !strings.Contains(detailed, `"status":"degraded"`) || !strings.Contains(detailed, `"disk":"free space 3MiB below the floor 128MiB on /data"`) {
 		t.Fatalf("ops /health: %s", detailed)
 	}
 	if code, body := getCode(t, "http://"+api+"/health"); code != 404 {
@@ -89,7 +89,7 @@ func TestHealthFollowsBackends(t *testing.T) {
 func TestHealthPublicText(t *testing.T) {
 	db, disk := &countingPinger{}, &countingPinger{}
 	db.fail(errors.New("dial tcp 10.0.0.7:5432: connection refused"))
-	disk.fail(gateway.PublicHealthError(errors.New("free space below the floor")))
+	disk.fail(gateway.PublicHealthError("free space below the floor", errors.New("free space 3MiB below the floor 128MiB on /data")))
 	_, b := newFakes() // an API server: an ops-only one shows every text
 	b.Health = map[string]gateway.Pinger{"db": db, "disk": disk}
 	addr := serveGateway(t, gateway.Config{}, b, nil)

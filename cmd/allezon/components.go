@@ -109,7 +109,7 @@ func run(ctx context.Context, c *config, withGateway, withPipeline bool) error {
 	}
 	if disk != nil {
 		cl.add("diskfloor", func() error { disk.Close(); return nil })
-		health["disk"] = disk
+		health["disk"] = diskHealth{disk}
 	}
 
 	var stored storedOffsets
@@ -173,6 +173,19 @@ func startDiskFloor(c *config, log *slog.Logger, withGateway, withPipeline bool)
 			"min_free_disk", floor.String(), "recommended_at_least", diskfloor.FormatBytes(pebbleWALReserve))
 	}
 	return diskfloor.Start(diskfloor.Config{Paths: paths, Floor: floor, Logger: log}), nil
+}
+
+// diskHealth is the disk floor as a /health check: the API port says only
+// that space is short, the ops listener also where and how much (paths
+// stay off the public port).
+type diskHealth struct{ w *diskfloor.Watcher }
+
+func (d diskHealth) Ping(ctx context.Context) error {
+	err := d.w.Ping(ctx)
+	if errors.Is(err, diskfloor.ErrBelowFloor) {
+		return gateway.PublicHealthError("free disk space below the floor: tags refused", err)
+	}
+	return err
 }
 
 // pebbleWALReserve is what both Pebble stores preallocate when each

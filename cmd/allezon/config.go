@@ -74,7 +74,7 @@ func (c *config) commonFlags(fs *flagSet, httpDefault string) {
 	fs.String(&c.OpsAddr, "ops-http", "ALLEZON_OPS_HTTP", "", "listener of /metrics and /health apart from the API, which then answers them 404 (empty: both on --http)")
 	fs.String(&c.AdminAddr, "admin", "ALLEZON_ADMIN_ADDR", "127.0.0.1:6060", "pprof listener, apart from the API (empty: off)")
 	fs.String(&c.DataDir, "data", "ALLEZON_DATA_DIR", "./data", "data directory of the embedded backends")
-	fs.String(&c.MinFreeDisk, "min-free-disk", "ALLEZON_MIN_FREE_DISK", "1GiB", "free space kept on the file systems of the embedded data (size, % of the file system, or both: the larger); below it tags get 503 and pipeline commits wait (0: off)")
+	fs.String(&c.MinFreeDisk, "min-free-disk", "ALLEZON_MIN_FREE_DISK", "512MiB", "free space kept on the file systems of the embedded data (size, % of the file system, or both: the larger); below it tags get 503 and pipeline commits wait (0: off)")
 	fs.Duration(&c.ShutdownTimeout, "shutdown-timeout", "ALLEZON_SHUTDOWN_TIMEOUT", 10*time.Second, "how long a SIGTERM may take: half to finish requests in flight, half for the pipeline to commit up to the log's end")
 	fs.String(&c.LogLevel, "log-level", "ALLEZON_LOG_LEVEL", "info", "debug, info, warn or error")
 	fs.String(&c.LogFormat, "log-format", "ALLEZON_LOG_FORMAT", "text", "text or json")
