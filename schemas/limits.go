@@ -22,12 +22,12 @@ import (
 // aggregates' (origin, brand_id, category_id) well under PostgreSQL's
 // btree row limit.
 const (
-	MaxCookieBytes     = 256
+	MaxCookieBytes     = 1024
 	MaxCountryBytes    = 64
-	MaxOriginBytes     = 128
-	MaxProductIDBytes  = 128
-	MaxBrandIDBytes    = 128
-	MaxCategoryIDBytes = 128
+	MaxOriginBytes     = 256
+	MaxProductIDBytes  = 256
+	MaxBrandIDBytes    = 256
+	MaxCategoryIDBytes = 256
 )
 
 // MaxTagJSONBytes bounds the canonical JSON of one tag (AppendUserTagJSON):

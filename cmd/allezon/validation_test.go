@@ -78,13 +78,13 @@ func TestHostileTagsRefused(t *testing.T) {
 	cases := []struct {
 		name, field, body string
 	}{
-		{"cookie of 257 bytes", "cookie", tagBody(strings.Repeat("c", 257), minute(0))},
+		{"cookie of 1,025 bytes", "cookie", tagBody(strings.Repeat("c", 1025), minute(0))},
 		{"country of 60,000 bytes", "country", tagBody("hostile-country", minute(1), "country", long(60000))},
 		{"origin of 6,000 bytes", "origin", tagBody("hostile-origin", minute(2), "origin", long(6000))},
-		{"product_id of 129 bytes", "product_id", tagBody("hostile-product", minute(3), "product_id", long(129))},
-		{"numeric product_id of 129 digits", "product_id", tagBody("hostile-number", minute(4), "product_id", "1"+strings.Repeat("0", 128))},
-		{"brand_id of 129 escaped bytes", "brand_id", tagBody("hostile-brand", minute(5), "brand_id", `"`+strings.Repeat(`\u0001`, 129)+`"`)},
-		{"category_id of 129 bytes", "category_id", tagBody("hostile-category", minute(6), "category_id", long(129))},
+		{"product_id of 257 bytes", "product_id", tagBody("hostile-product", minute(3), "product_id", long(257))},
+		{"numeric product_id of 257 digits", "product_id", tagBody("hostile-number", minute(4), "product_id", "1"+strings.Repeat("0", 256))},
+		{"brand_id of 257 escaped bytes", "brand_id", tagBody("hostile-brand", minute(5), "brand_id", `"`+strings.Repeat(`\u0001`, 257)+`"`)},
+		{"category_id of 257 bytes", "category_id", tagBody("hostile-category", minute(6), "category_id", long(257))},
 	}
 	for _, c := range cases {
 		code, msg := call(t, "POST", base+"/user_tags", c.body)
@@ -159,7 +159,7 @@ func TestBadFiltersKeepBreakersClosed(t *testing.T) {
 		// The issue's five: PostgreSQL answered SQLSTATE 22021 to each.
 		"&origin=%ff", "&brand_id=%C3%28", "&category_id=%ED%A0%80", "&origin=%C0%AF", "&brand_id=ok%FE",
 		"&category_id=%E2%82", "&origin=a%80b&brand_id=b", "&brand_id=%F8%88%80%80%80", "&category_id=%FF%FE%FD",
-		"&origin=" + strings.Repeat("o", 129), "&brand_id=" + strings.Repeat("%C3%A9", 65), "&category_id=" + strings.Repeat("k", 6000),
+		"&origin=" + strings.Repeat("o", 257), "&brand_id=" + strings.Repeat("%C3%A9", 129), "&category_id=" + strings.Repeat("k", 6000),
 	}
 	for round := range 2 { // twice the breaker's 5 failures, and more
 		for _, f := range bad {
