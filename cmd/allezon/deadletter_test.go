@@ -53,14 +53,7 @@ func TestPoisonEventsGoToDeadLetters(t *testing.T) {
 
 	want := map[[2]int64]string{} // poison event -> dead-letter reason
 	inject := func(reason string, tag schemas.UserTag, garbage bool) {
-		key, err := schemas.AppendEventKey(nil, &tag)
-		if err != nil {
-			t.Fatal(err)
-		}
-		val, err := schemas.AppendEventValue(nil, &tag)
-		if err != nil {
-			t.Fatal(err)
-		}
+		key, val := eventRecord(t, &tag)
 		if garbage {
 			val = []byte("\x00\xff not an Avro event")
 		}

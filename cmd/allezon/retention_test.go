@@ -157,14 +157,7 @@ func produceFlood(t *testing.T, brokers []string, n int) {
 	msgs := make([]*sarama.ProducerMessage, n)
 	for i := range msgs {
 		tag := g.Tag(int64(i % 60_000))
-		key, err := schemas.AppendEventKey(nil, &tag)
-		if err != nil {
-			t.Fatal(err)
-		}
-		val, err := schemas.AppendEventValue(nil, &tag)
-		if err != nil {
-			t.Fatal(err)
-		}
+		key, val := eventRecord(t, &tag)
 		msgs[i] = &sarama.ProducerMessage{Topic: defaultTopic, Key: sarama.ByteEncoder(key), Value: sarama.ByteEncoder(val)}
 	}
 	if err := p.SendMessages(msgs); err != nil {

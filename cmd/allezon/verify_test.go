@@ -544,16 +544,8 @@ func waitBroker(t *testing.T, addr string) {
 // metricValue reads an unlabelled metric from a component's /metrics.
 func metricValue(t *testing.T, addr, name string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, line := range strings.Split(string(body), "\n") {
+	_, body := httpGet(t, "http://"+addr+"/metrics")
+	for _, line := range strings.Split(body, "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
@@ -564,4 +556,19 @@ func metricValue(t *testing.T, addr, name string) float64 {
 	}
 	t.Fatalf("%s has no metric %s", addr, name)
 	return 0
+}
+
+// eventRecord is a tag's key and value on the events topic, as the gateway
+// publishes them.
+func eventRecord(t *testing.T, tag *schemas.UserTag) (key, value []byte) {
+	t.Helper()
+	key, err := schemas.AppendEventKey(nil, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	value, err = schemas.AppendEventValue(nil, tag)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, value
 }
