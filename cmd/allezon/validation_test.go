@@ -196,7 +196,7 @@ func TestCheckLimits(t *testing.T) {
 		{64, 0, true},
 		{1, time.Minute, true},
 		{schemas.MaxCookieBytes + 1, schemas.DefaultMaxFuture, false},
-		{1024, schemas.DefaultMaxFuture, false},
+		{64 << 10, schemas.DefaultMaxFuture, false},
 		{0, schemas.DefaultMaxFuture, false},
 		{64, -time.Second, false},
 	}
