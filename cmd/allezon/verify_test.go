@@ -392,8 +392,8 @@ func (v *verifier) compareAggregate(q aggQuery, ref map[int64]totals) string {
 
 // checkProfiles reads the profile of every cookie of the stream and
 // compares each list with the newest 200 distinct tags of that cookie and
-// action (a retried tag is stored once, README "Profiles"). It returns how
-// many cookies it checked.
+// action (a retried tag is stored once, docs/design-notes.md "Profiles").
+// It returns how many cookies it checked.
 func (v *verifier) checkProfiles(stream []schemas.UserTag) int {
 	v.t.Helper()
 	byCookie := map[string][]*schemas.UserTag{}
