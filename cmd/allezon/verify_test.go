@@ -29,7 +29,7 @@ import (
 // be in the event log and in its profile, and the aggregates must equal,
 // exactly, the sums over the events in the log. The log is the reference
 // because SPEC's "accepted" means "in the event log": a tag whose request
-// failed and was retried may be in the log twice (README, Operations), and
+// failed and was retried may be in the log twice (docs/operations.md), and
 // is then rightly counted twice; what the pipeline must never do is lose an
 // event of the log or count one twice.
 
