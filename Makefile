@@ -24,7 +24,7 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/allezon
 
 # A debug build compares every query's answer with the expected answer in
-# its body (SPEC "Debug builds").
+# its body (docs/api.md "Debug builds").
 build-debug:
 	$(GO) build -trimpath -tags querydebug -ldflags '$(LDFLAGS)' -o $(BIN)-debug ./cmd/allezon
 
