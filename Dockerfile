@@ -1,6 +1,6 @@
 # The one Allezon image: every component runs from it (allezon gateway,
 # allezon pipeline, allezon migrate). Build with `make image` (or
-# `make image-debug` for -tags querydebug); see README "Deployment".
+# `make image-debug` for -tags querydebug); see docs/deployment.md.
 #
 # Stage 1 builds a static binary (CGO_ENABLED=0: every dependency is pure
 # Go); stage 2 is a pinned Alpine with that binary, run as an unprivileged

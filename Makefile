@@ -10,7 +10,7 @@ TEST_TIMEOUT ?= 20m
 
 .PHONY: all build build-debug run test lint unit test-deps clean
 
-# Images for the Swarm deployment (README "Deployment"): built by Docker
+# Images for the Swarm deployment (docs/deployment.md): built by Docker
 # from the Dockerfile, tagged $(REGISTRY)/allezon:$(IMAGE_TAG). They need a
 # Docker engine, so no test runs them; stack/2-build-push.sh builds and
 # pushes both images for operators.
@@ -24,7 +24,7 @@ build:
 	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/allezon
 
 # A debug build compares every query's answer with the expected answer in
-# its body (SPEC "Debug builds").
+# its body (docs/api.md "Debug builds").
 build-debug:
 	$(GO) build -trimpath -tags querydebug -ldflags '$(LDFLAGS)' -o $(BIN)-debug ./cmd/allezon
 

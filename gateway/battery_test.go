@@ -48,7 +48,7 @@ func tagJSON(cookie string, set ...string) string {
 	return b.String()
 }
 
-// batteryCase is one request and what SPEC and README say the answer is.
+// batteryCase is one request and what docs/api.md says the answer is.
 type batteryCase struct {
 	name   string
 	method string // empty: the endpoint's own

@@ -12,7 +12,8 @@ import (
 // Request bodies are streamed (fasthttp's StreamRequestBody): the gateway
 // reads each one as it arrives and never reserves what Content-Length
 // announces, so a client that announces 4 MiB and sends one byte costs a
-// few KiB, not 4 MiB (README "What bounds memory under overload").
+// few KiB, not 4 MiB (docs/operations.md "What bounds memory under
+// overload").
 
 // errBodyTooLarge is a body over its route's limit: announced by its
 // Content-Length, or crossed while a chunked body was read.

@@ -18,12 +18,12 @@ import (
 
 // Fuzz targets of the gateway's own input handling: the query strings of
 // both query endpoints, each checked against an independent reading of
-// SPEC and README's rules, and whole HTTP requests through the real router
+// the rules of docs/api.md, and whole HTTP requests through the real router
 // and real stores. `make fuzz` runs them (and every other Fuzz function).
 
 var digitsRE = regexp.MustCompile(`^[0-9]+$`)
 
-// refLimit reads a limit value by README's rule: decimal digits only, any
+// refLimit reads a limit value by docs/api.md's rule: decimal digits only, any
 // number above 200 is 200.
 func refLimit(v []byte) (int, bool) {
 	if !digitsRE.Match(v) {
@@ -36,7 +36,7 @@ func refLimit(v []byte) (int, bool) {
 	return int(min(n, profiles.Keep)), true
 }
 
-// refCookie decodes the cookie path segment by README's rule, with
+// refCookie decodes the cookie path segment by docs/api.md's rule, with
 // net/url: percent-decoding, '+' stays '+', a raw '/' is an error, and
 // the result must be non-empty valid UTF-8 without NUL.
 func refCookie(raw string) (string, bool) {
@@ -184,7 +184,7 @@ func FuzzParseAggregatesRequest(f *testing.F) {
 				ok = false
 			}
 		}
-		// A filter holds a value a tag can carry (README "Input"):
+		// A filter holds a value a tag can carry (docs/api.md "Input"):
 		// valid UTF-8, no NUL, within the field's limit.
 		for _, fl := range []struct {
 			name string
@@ -299,7 +299,7 @@ func bodyCookies(body []byte) []string {
 	return out
 }
 
-// maxProfileAnswer bounds a /user_profiles answer (README "Input"): the
+// maxProfileAnswer bounds a /user_profiles answer (docs/api.md "Input"): the
 // cookie at its limit in control characters, and 200 tags per action of
 // at most MaxTagJSONBytes each.
 const maxProfileAnswer = len(`{"cookie":"","views":[],"buys":[]}`) + 6*schemas.MaxCookieBytes +

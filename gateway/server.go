@@ -187,8 +187,9 @@ func New(cfg Config, b Backends) *Server {
 		ReadTimeout:  cfg.ReadTimeout,
 		WriteTimeout: cfg.WriteTimeout,
 		IdleTimeout:  cfg.IdleTimeout,
-		// The limits that bound the memory of requests (README
-		// "Overload"): head and body per connection, connections.
+		// The limits that bound the memory of requests (docs/operations.md
+		// "What bounds memory under overload"): head and body per
+		// connection, connections.
 		ReadBufferSize: cfg.MaxHeaderBytes,
 		// Bodies are streamed and read by the router as they arrive
 		// (body.go), under each route's limit. A streaming fasthttp

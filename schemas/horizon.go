@@ -9,7 +9,7 @@ import (
 // whoever accepts it (the gateway's wall clock; in the pipeline, the event
 // record's timestamp). No honest clock is a day ahead, and SPEC's window of
 // aggregates is 24 h of event time: a tag beyond it is refused (400) rather
-// than let it reach retention (README "Retention").
+// than let it reach retention (docs/design-notes.md "Retention").
 const DefaultMaxFuture = 24 * time.Hour
 
 var errTimeTooFarAhead = errors.New("too far in the future (more than the allowed horizon ahead of the server's clock)")

@@ -8,7 +8,7 @@ import (
 	"unicode/utf8"
 )
 
-// The rules every tag obeys, whatever format it came in (README "Input").
+// The rules every tag obeys, whatever format it came in (docs/api.md "Input").
 // DecodeUserTag (the gateway's JSON) and DecodeEventValue (the pipeline's
 // Avro) both end in checkTag, so the pipeline accepts exactly what the
 // gateway accepts: anything that can produce to the topic is held to the

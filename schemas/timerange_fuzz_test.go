@@ -8,8 +8,8 @@ import (
 	"time"
 )
 
-// rangeSideRE is the shape of one side of a query time range (README
-// "Decisions where SPEC is silent"): second or millisecond precision, no
+// rangeSideRE is the shape of one side of a query time range (docs/api.md
+// "Time ranges"): second or millisecond precision, no
 // zone. Go's regexp \d is ASCII only.
 var rangeSideRE = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?$`)
 

@@ -6,7 +6,7 @@
 # and record the release in ~/.allezon/release for the scripts that follow.
 #   TAG      image tag (default: git describe of this checkout)
 #   --debug  build allezon with -tags querydebug (compares every query with
-#            the expected answer in its body; see README "Debug builds")
+#            the expected answer in its body; see docs/api.md "Debug builds")
 # Needs docker with BuildKit on this machine and push access to REGISTRY
 # (docker login REGISTRY first if it asks for credentials). Every Swarm node
 # must be able to pull from REGISTRY.

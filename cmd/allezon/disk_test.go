@@ -31,8 +31,8 @@ import (
 func TestDiskFull(t *testing.T) {
 	// The floor must hold Pebble's WAL preallocations (110 % of a
 	// memtable: 70 MiB for profiles, 35 MiB for aggregates), made at once
-	// when a store starts a new WAL (README "Disk full"); the WAL files
-	// and their preallocations take ~180 MiB after these tags. A fresh
+	// when a store starts a new WAL (docs/operations.md "Disk full"); the
+	// WAL files and their preallocations take ~180 MiB after these tags. A fresh
 	// store starts with small memtables that double at each new WAL, so
 	// the first 2,000 tags go in before the disk fills: past the early
 	// rotations, the writes in flight when the floor trips start at

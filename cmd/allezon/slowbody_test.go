@@ -16,9 +16,9 @@ import (
 // TestSlowBodiesBoundMemory: hundreds of connections that announce a large
 // body (4 MiB queries, 64 KiB tags) and send one byte of it must not make
 // the server reserve what they announce: RSS grows by far less than the
-// announced sizes (README "What bounds memory under overload"), honest
-// requests are served meanwhile, and each slow client gets a 408 once
-// --read-timeout has passed.
+// announced sizes (docs/operations.md "What bounds memory under
+// overload"), honest requests are served meanwhile, and each slow client
+// gets a 408 once --read-timeout has passed.
 func TestSlowBodiesBoundMemory(t *testing.T) {
 	const (
 		queryConns, tagConns = 240, 60

@@ -29,7 +29,7 @@ import (
 // be in the event log and in its profile, and the aggregates must equal,
 // exactly, the sums over the events in the log. The log is the reference
 // because SPEC's "accepted" means "in the event log": a tag whose request
-// failed and was retried may be in the log twice (README, Operations), and
+// failed and was retried may be in the log twice (docs/operations.md), and
 // is then rightly counted twice; what the pipeline must never do is lose an
 // event of the log or count one twice.
 
@@ -392,8 +392,8 @@ func (v *verifier) compareAggregate(q aggQuery, ref map[int64]totals) string {
 
 // checkProfiles reads the profile of every cookie of the stream and
 // compares each list with the newest 200 distinct tags of that cookie and
-// action (a retried tag is stored once, README "Profiles"). It returns how
-// many cookies it checked.
+// action (a retried tag is stored once, docs/design-notes.md "Profiles").
+// It returns how many cookies it checked.
 func (v *verifier) checkProfiles(stream []schemas.UserTag) int {
 	v.t.Helper()
 	byCookie := map[string][]*schemas.UserTag{}

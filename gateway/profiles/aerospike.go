@@ -42,7 +42,7 @@ const (
 // about 2 x 200 x 250 B = 100 KB for the replay's tags, at most
 // 2 x 200 x (schemas.MaxTagJSONBytes + ~25 B of map entry) = 5.2 MB for
 // tags at every field limit, under two thirds of Aerospike 8's 8 MiB record limit
-// (README "Input"). A write the server refuses as data (RECORD_TOO_BIG,
+// (docs/api.md "Input"). A write the server refuses as data (RECORD_TOO_BIG,
 // PARAMETER_ERROR) wraps ErrData.
 // Both operations are idempotent (same key, same value; the cut only ever
 // removes the oldest), so the client may retry a write that timed out.
