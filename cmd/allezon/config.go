@@ -162,7 +162,7 @@ func (c *config) pipelineFlags(fs *flagSet) {
 // checkLimits refuses input limits the gateway cannot honour.
 func (c *config) checkLimits() error {
 	if c.MaxCookieBytes < 1 || c.MaxCookieBytes > schemas.MaxCookieBytes {
-		return fmt.Errorf("max-cookie-bytes %d: want 1 to %d, the tag schema's limit (README \"Input\")", c.MaxCookieBytes, schemas.MaxCookieBytes)
+		return fmt.Errorf("max-cookie-bytes %d: want 1 to %d, the tag schema's limit (docs/api.md \"Input\")", c.MaxCookieBytes, schemas.MaxCookieBytes)
 	}
 	if c.MaxFuture < 0 {
 		return fmt.Errorf("max-future %v: want 0 (off) or more", c.MaxFuture)
